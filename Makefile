@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` (the CPU quickstart, all stages) and `make test`.
+# Both create or refresh .venv first; the venv is rebuilt when pyproject.toml or constraints.txt change.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-all lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/factory build recipes/quickstart.yaml
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-all: venv
+	$(BIN)/python -m pytest -q -m ''
+
+lint: venv
+	$(BIN)/ruff check factory tests bench
+
+bench: venv
+	$(BIN)/python bench/runner_overhead.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,1 @@
+"""LLM backends: typed endpoint configs now; the generation layer builds on them."""

@@ -1,0 +1,124 @@
+"""`factory` command line. It only dispatches: heavy libraries load inside the command that needs them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from factory.errors import FactoryError
+
+RUNS_DIR = click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+                        envvar="FACTORY_RUNS_DIR", show_default=True, help="where stage outputs are stored")
+
+
+def _fail(exc: FactoryError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FactoryError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished batches are kept; rerun the same command to resume", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="persona-factory")
+@click.option("-v", "--verbose", count=True, help="more logging (-vv for debug)")
+def main(verbose: int) -> None:
+    """Census-faithful synthetic people, personas, answers and preference data as Hugging Face datasets."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--only", multiple=True, help="build only this stage (repeatable); its inputs must be built")
+@click.option("--from", "from_", help="rebuild this stage and everything downstream of it")
+@click.option("--force", multiple=True, help="rebuild this stage even if cached (repeatable)")
+@click.option("--dry-run", is_flag=True, help="show what would be built, build nothing")
+@click.option("--no-progress", is_flag=True, help="no progress bars")
+@RUNS_DIR
+def build(recipe: Path, overrides: tuple[str, ...], only: tuple[str, ...], from_: str | None,
+          force: tuple[str, ...], dry_run: bool, no_progress: bool, runs_dir: Path) -> None:
+    """Build RECIPE's stages; OVERRIDES are key=value pairs (stages.questions.sample=20)."""
+    from factory.recipe import load_recipe
+    from factory.report import out, summary_table
+    from factory.runner import Runner
+
+    r = load_recipe(recipe, overrides)
+    runner = Runner(r, runs_dir=runs_dir, progress=not no_progress)
+    summaries = runner.build(only=list(only) or None, from_=from_, force=list(force) or None, dry_run=dry_run)
+    if dry_run:
+        for s in summaries:
+            out.print(f"{s.stage:<24} {s.fingerprint}  {s.status}")
+        return
+    out.print(summary_table(summaries))
+    out.print(f"outputs: {runs_dir / r.name}")
+
+
+@main.command()
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(recipes: tuple[Path, ...]) -> None:
+    """Check RECIPES without running anything (no network, no model loading)."""
+    from factory.recipe import load_recipe
+
+    failed = 0
+    for path in recipes:
+        try:
+            r = load_recipe(path)
+        except FactoryError as exc:
+            click.echo(f"error: {exc}", err=True)
+            failed = exc.exit_code
+            continue
+        click.echo(f"ok: {path} ({r.name}: {len(r.stages)} stage(s), {len(r.backends)} backend(s))")
+    if failed:
+        sys.exit(failed)
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.argument("overrides", nargs=-1)
+@RUNS_DIR
+def plan(recipe: Path, overrides: tuple[str, ...], runs_dir: Path) -> None:
+    """Show each stage's fingerprint and whether its output is cached, partial or missing."""
+    from factory.recipe import load_recipe
+    from factory.report import out, plan_table
+    from factory.runner import Runner
+
+    r = load_recipe(recipe, overrides)
+    runner = Runner(r, runs_dir=runs_dir, progress=False)
+    rows = [(s.stage, r.stages[s.stage].uses, s.fingerprint, s.state, s.detail) for s in runner.plan()]
+    out.print(plan_table(f"{r.name} (seed {r.seed}) -> {runs_dir / r.name}", rows))
+
+
+@main.command(name="ls")
+def ls() -> None:
+    """List stages and backends with one-line descriptions."""
+    from factory import registry
+
+    click.echo("stages:")
+    for name in registry.STAGES:
+        click.echo(f"  {name:<16} {registry.stage(name).summary}")
+    click.echo("backends:")
+    for name in registry.BACKENDS:
+        doc = (registry.backend(name).__doc__ or "").strip().splitlines()
+        click.echo(f"  {name:<16} {doc[0] if doc else ''}")
+    from factory.questionsets import SETS
+
+    click.echo("question sets (stage 'questions', option sets):")
+    for name, summary in SETS.items():
+        click.echo(f"  {name:<16} {summary}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Executors run a stage's batches. The runner owns storage; an executor only turns tasks into results.
+
+A `BatchTask` is plain picklable data (the stage's registry name or hook, its options, input dataset paths and
+the context), and `run_task` is a module-level function, so an executor can ship both to other processes or
+machines (Ray, in its own module) and yield results as they finish, in any order; the runner checkpoints each
+one as it arrives and reassembles them by index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Protocol
+
+from factory.options import StageOptions
+from factory.stage import StageContext, StageOutput
+
+
+@dataclass
+class BatchTask:
+    uses: str
+    options: StageOptions
+    inputs: dict[str, str]  # input stage name -> saved dataset folder
+    ctx: StageContext
+
+
+@dataclass
+class BatchResult:
+    index: int
+    table: Any  # pyarrow.Table, with the HF features in its schema metadata
+    failures: list[dict] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    name: str
+
+    def map(self, tasks: Iterable[BatchTask]) -> Iterator[BatchResult]:
+        """Run tasks; yield each result as soon as it is done (order is free)."""
+        ...
+
+
+@lru_cache(maxsize=32)
+def load_input(path: str) -> Any:
+    from datasets import load_from_disk
+
+    return load_from_disk(path)  # memory-mapped: cheap to open in every worker
+
+
+def normalize_output(result: Any) -> tuple[Any, list[dict], dict[str, float]]:
+    """Stage return value (Dataset, list of dicts, or StageOutput) -> (pyarrow table, failures, metrics)."""
+    from datasets import Dataset
+
+    out = result if isinstance(result, StageOutput) else StageOutput(result)
+    data = out.data
+    if isinstance(data, list):
+        data = Dataset.from_list(data)
+    if not isinstance(data, Dataset):
+        raise TypeError(f"a stage must return a Dataset, a list of dicts or a StageOutput, not {type(data).__name__}")
+    if data._indices is not None:  # a select()/shuffle() view: materialise it so the table holds exactly these rows
+        data = data.flatten_indices()
+    for i, row in enumerate(out.failures):
+        if not isinstance(row, dict) or "reason" not in row:
+            raise TypeError(f"failure {i} must be a dict with a 'reason'")
+    return data.data.table, list(out.failures), {k: float(v) for k, v in out.metrics.items()}
+
+
+def run_task(task: BatchTask) -> BatchResult:
+    from factory import registry
+
+    spec = registry.stage(task.uses)
+    inputs = {name: load_input(path) for name, path in task.inputs.items()}
+    table, failures, metrics = normalize_output(spec.run(task.options, inputs, task.ctx))
+    return BatchResult(task.ctx.batch_index, table, failures, metrics)
+
+
+class LocalExecutor:
+    """Runs batches one after another in this process."""
+
+    name = "local"
+
+    def map(self, tasks: Iterable[BatchTask]) -> Iterator[BatchResult]:
+        for task in tasks:
+            yield run_task(task)

@@ -1,0 +1,74 @@
+"""Stage fingerprints: what a stage's output depends on, hashed.
+
+fingerprint = sha256 of the canonical JSON of
+    stage name, `uses`, stage VERSION,
+    options minus operational fields (batch sizes, concurrency, URLs, devices),
+    the semantic config of the backends the stage names,
+    sha256 of every referenced file (prompts, data),
+    the fingerprints of its inputs,
+    the stage's derived seed.
+Two builds with the same fingerprint must produce the same rows, so anything else that changes output must bump
+the stage's VERSION.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from factory.options import data_files, semantic_dump
+
+_FILE_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def sha256_file(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _FILE_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _FILE_CACHE[key] = h.hexdigest()
+    return _FILE_CACHE[key]
+
+
+def referenced_backends(options: Any) -> list[str]:
+    names: list[str] = []
+    for attr in ("backend", "judge_backend"):
+        value = getattr(options, attr, None)
+        if isinstance(value, str):
+            names.append(value)
+    return names
+
+
+def stage_payload(recipe: Any, name: str, upstream: dict[str, str]) -> dict[str, Any]:
+    entry = recipe.stages[name]
+    return {
+        "stage": name,
+        "uses": entry.uses,
+        "version": entry.spec.version,
+        "options": semantic_dump(entry.options),
+        "backends": {b: semantic_dump(recipe.backends[b]) for b in referenced_backends(entry.options)},
+        "files": {str(f): sha256_file(f.resolved) for f in data_files(entry.options)},
+        "inputs": {i: upstream[i] for i in entry.inputs},
+        "seed": recipe.stage_seed(name),
+    }
+
+
+def fingerprint(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(payload)).hexdigest()[:16]
+
+
+def recipe_fingerprints(recipe: Any) -> dict[str, str]:
+    """Fingerprint of every stage, in build order (each depends on its inputs' fingerprints)."""
+    fps: dict[str, str] = {}
+    for name in recipe.order:
+        fps[name] = fingerprint(stage_payload(recipe, name, fps))
+    return fps

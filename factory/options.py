@@ -1,0 +1,114 @@
+"""Typed option models shared by stages and backends.
+
+Every knob is a pydantic field with a default and help text. A field declared with `operational(...)` (batch
+sizes, concurrency, URLs, devices) tunes *how* a stage runs, not *what* it produces, so it is left out of the
+stage fingerprint. A `DataFile` field is a path that must exist; its bytes are hashed into the fingerprint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic_core import core_schema
+
+OPERATIONAL = "operational"
+
+
+def operational(default: Any = None, description: str = "", **kwargs: Any) -> Any:
+    """A field that never changes results (batch size, concurrency, URL, device) and so never the fingerprint."""
+    return Field(default, description=description, json_schema_extra={OPERATIONAL: True}, **kwargs)
+
+
+class Options(BaseModel):
+    """Base for all option models: unknown keys are errors, assignment is validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class StageOptions(Options):
+    """Options every stage accepts, beside its own."""
+
+    batch_size: int | None = operational(
+        None, description="rows per checkpointed batch; smaller resumes closer to a crash, larger has less overhead",
+        ge=1,
+    )
+
+
+class DataFile(str):
+    """A path to a data file, as written in the recipe (relative to the recipe's folder), known to exist.
+
+    `resolved` is the absolute path. The written form is what the fingerprint records (so moving a checkout does
+    not invalidate caches); the file's bytes are what it hashes.
+    """
+
+    resolved: Path
+
+    def __new__(cls, written: str, resolved: Path) -> "DataFile":
+        obj = super().__new__(cls, written)
+        obj.resolved = resolved
+        return obj
+
+    def __reduce__(self):  # keep the resolved path when pickled to another executor
+        return (DataFile, (str(self), self.resolved))
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.with_info_after_validator_function(
+            cls._validate,
+            core_schema.union_schema([core_schema.is_instance_schema(cls), core_schema.str_schema()]),
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
+
+    @classmethod
+    def _validate(cls, value: Any, info: ValidationInfo) -> "DataFile":
+        if isinstance(value, DataFile):
+            return value
+        base = Path((info.context or {}).get("base_dir", "."))
+        path = Path(value).expanduser()
+        resolved = (path if path.is_absolute() else base / path).resolve()
+        if not resolved.is_file():
+            raise ValueError(f"file not found: {value}")
+        return cls(value, resolved)
+
+
+def operational_fields(model: type[BaseModel]) -> set[str]:
+    return {
+        name
+        for name, field in model.model_fields.items()
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(OPERATIONAL)
+    }
+
+
+def semantic_dump(value: Any) -> Any:
+    """JSON-ready view of options with operational fields removed, recursively through nested models."""
+    if isinstance(value, BaseModel):
+        skip = operational_fields(type(value))
+        return {k: semantic_dump(getattr(value, k)) for k in type(value).model_fields if k not in skip}
+    if isinstance(value, dict):
+        return {str(k): semantic_dump(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [semantic_dump(v) for v in value]
+    if isinstance(value, DataFile):
+        return str(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def data_files(value: Any) -> list[DataFile]:
+    """Every DataFile reachable from an options object, in field order."""
+    found: list[DataFile] = []
+    if isinstance(value, DataFile):
+        found.append(value)
+    elif isinstance(value, BaseModel):
+        for k in type(value).model_fields:
+            found += data_files(getattr(value, k))
+    elif isinstance(value, dict):
+        for v in value.values():
+            found += data_files(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            found += data_files(v)
+    return found

@@ -1,0 +1,352 @@
+"""Recipes: YAML validated into typed models, with `${key.path}` interpolation and `key=value` overrides.
+
+    name: quickstart            # runs/<name>/... holds every output of this recipe
+    version: 1
+    seed: 0                     # every stage derives its own seed from this and its name
+    vars: {n_questions: 40}     # free values for ${vars.x} references
+    backends: {small: {type: transformers}}
+    stages:
+      questions: {uses: questions, sets: [election, opinionqa], sample: "${vars.n_questions}"}
+
+Any mistake raises a `RecipeError` whose message is one line naming the exact field path, e.g.
+`stages.answers.samplng: unknown key (did you mean 'sampling'?)`. Nothing heavy is imported here, so
+`factory validate` is instant.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from factory import registry
+from factory.backends.config import BackendConfig
+from factory.errors import RecipeError, did_you_mean
+from factory.options import Options, StageOptions
+from factory.stage import StageSpec, derive_seed
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_NAME_RE = re.compile(NAME)
+_RESOLVER_RE = re.compile(r"\$\{[^}]*:")
+
+
+class PublishConfig(Options):
+    """Where `build` publishes at its end (see `push/` profiles)."""
+
+    to: str = Field(..., description="publish profile: a name under push/ (local, hub) or a path to a profile YAML")
+    repo: str = Field(..., description="Hub repo id (org/name) or local folder name")
+    layout: Literal["per_recipe", "per_stage"] = Field(
+        "per_recipe", description="one repo with a config per stage, or one repo per stage"
+    )
+    stages: list[str] | None = Field(None, description="stages to publish; default all")
+
+
+class _TopLevel(Options):
+    name: str = Field(..., pattern=NAME, description="recipe name; outputs go under runs/<name>/")
+    version: int | str = Field(1, description="recipe version, recorded in manifests and cards")
+    seed: int = Field(0, description="root seed; each stage derives its own from it", ge=0)
+    description: str = ""
+    vars: dict[str, Any] = Field(default_factory=dict, description="free values for ${vars.x} interpolation")
+    backends: dict[str, Any] = Field(default_factory=dict, description="named LLM endpoints")
+    stages: dict[str, Any] = Field(..., min_length=1, description="stage name -> {uses, inputs, options...}")
+    publish: PublishConfig | None = None
+
+
+@dataclass
+class StageEntry:
+    name: str
+    uses: str
+    inputs: list[str]
+    options: StageOptions
+    spec: StageSpec
+
+
+@dataclass
+class Recipe:
+    name: str
+    version: int | str
+    seed: int
+    description: str
+    vars: dict[str, Any]
+    backends: dict[str, BackendConfig]
+    stages: dict[str, StageEntry]
+    publish: PublishConfig | None
+    path: Path
+    order: list[str] = field(default_factory=list)
+
+    def stage_seed(self, stage: str) -> int:
+        return derive_seed(self.seed, "stage", stage)
+
+    def downstream(self, stage: str) -> list[str]:
+        """`stage` and every stage that reads from it, directly or not, in build order."""
+        hit = {stage}
+        for name in self.order:
+            if any(i in hit for i in self.stages[name].inputs):
+                hit.add(name)
+        return [n for n in self.order if n in hit]
+
+    def upstream(self, stage: str) -> list[str]:
+        """Every stage `stage` reads from, directly or not, in build order (not including itself)."""
+        need: set[str] = set()
+        todo = list(self.stages[stage].inputs)
+        while todo:
+            s = todo.pop()
+            if s not in need:
+                need.add(s)
+                todo += self.stages[s].inputs
+        return [n for n in self.order if n in need]
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, interpolate, override and validate a recipe; raise `RecipeError` on the first problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecipeError("", f"{path}: no such recipe file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError("", f"{path}: cannot read recipe ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError("", f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise RecipeError("", f"{path}: a recipe must be a YAML mapping (name, seed, stages, ...)")
+    data = resolve(data, overrides)
+    return validate(data, base_dir=path.resolve().parent, path=path)
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RecipeError("", f"override '{item}': expected key=value, e.g. stages.questions.sample=20")
+    if not all(_NAME_RE.match(part) or part.isdigit() for part in key.split(".")):
+        raise RecipeError(key, f"override '{item}': keys are dotted names like stages.questions.sample")
+    try:
+        return key, yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        return key, value
+
+
+def _check_no_resolvers(value: Any, path: str) -> None:
+    # OmegaConf resolvers such as ${oc.env:TOKEN} would copy environment secrets into configs and manifests.
+    if isinstance(value, str) and _RESOLVER_RE.search(value):
+        raise RecipeError(path, f"'{value}': only ${{key.path}} references are allowed (resolvers like "
+                                "${oc.env:...} are disabled so secrets never enter a recipe)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_no_resolvers(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_no_resolvers(v, f"{path}[{i}]")
+
+
+def resolve(data: dict, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Apply `key=value` overrides, then resolve `${...}` references (OmegaConf does both)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    parsed = [_parse_override(o) for o in overrides]
+    _check_no_resolvers(data, "")
+    for key, value in parsed:
+        _check_no_resolvers(value, key)
+    try:
+        cfg = OmegaConf.create(data)
+    except OmegaConfBaseException as exc:
+        raise RecipeError(getattr(exc, "full_key", "") or "", _omega_msg(exc)) from None
+    for key, value in parsed:
+        try:
+            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+        except OmegaConfBaseException as exc:
+            raise RecipeError(key, f"cannot apply override: {_omega_msg(exc)}") from None
+    try:
+        out = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise RecipeError(getattr(exc, "full_key", "") or "", _omega_msg(exc)) from None
+    assert isinstance(out, dict)
+    return out
+
+
+def _omega_msg(exc: Exception) -> str:
+    msg = str(exc).splitlines()[0].strip()
+    m = re.match(r"Interpolation key '([^']*)' not found", msg)
+    if m:
+        return f"${{{m.group(1)}}} refers to a key that does not exist"
+    if "Recursion" in msg or "recursion" in msg:
+        return "interpolation refers to itself (a cycle of ${...} references)"
+    return msg
+
+
+def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
+    """Validate a resolved recipe mapping into a `Recipe`."""
+    top = _validated(_TopLevel, data, "", {})
+    backends: dict[str, BackendConfig] = {}
+    for bname, raw in top.backends.items():
+        bpath = f"backends.{bname}"
+        if not _NAME_RE.match(str(bname)):
+            raise RecipeError(bpath, "backend names are letters, digits, '_', '-' and '.'")
+        if not isinstance(raw, dict):
+            raise RecipeError(bpath, "expected a mapping with a 'type' (transformers, vllm, openai)")
+        if "type" not in raw:
+            raise RecipeError(f"{bpath}.type", "missing required key (transformers, vllm or openai)")
+        try:
+            model = registry.backend(str(raw["type"]))
+        except registry.UnknownName as exc:
+            raise RecipeError(f"{bpath}.type", str(exc)) from None
+        backends[bname] = _validated(model, raw, bpath, {})
+
+    stages: dict[str, StageEntry] = {}
+    for sname, raw in top.stages.items():
+        spath = f"stages.{sname}"
+        if not _NAME_RE.match(str(sname)):
+            raise RecipeError(spath, "stage names are letters, digits, '_', '-' and '.'")
+        if not isinstance(raw, dict):
+            raise RecipeError(spath, "expected a mapping with 'uses' (and 'inputs', options)")
+        raw = dict(raw)
+        uses = raw.pop("uses", None)
+        if uses is None:
+            raise RecipeError(f"{spath}.uses", f"missing required key (one of: {', '.join(registry.STAGES)})")
+        if not isinstance(uses, str):
+            raise RecipeError(f"{spath}.uses", f"expected a stage name, got {uses!r}")
+        inputs = raw.pop("inputs", [])
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            raise RecipeError(f"{spath}.inputs", f"expected a list of stage names, got {inputs!r}")
+        try:
+            spec = registry.stage(uses)
+        except registry.UnknownName as exc:
+            raise RecipeError(f"{spath}.uses", str(exc)) from None
+        options = _validated(spec.options, raw, spath, {"base_dir": str(base_dir)})
+        backend_name = getattr(options, "backend", None)
+        if isinstance(backend_name, str) and backend_name not in backends:
+            raise RecipeError(f"{spath}.backend", f"unknown backend '{backend_name}'{did_you_mean(backend_name, backends)}"
+                              + ("" if backends else " (the recipe declares no backends)"))
+        stages[sname] = StageEntry(sname, uses, list(inputs), options, spec)
+
+    for sname, entry in stages.items():
+        for i, inp in enumerate(entry.inputs):
+            if inp.startswith("hub://"):
+                raise RecipeError(f"stages.{sname}.inputs[{i}]", "hub:// inputs are not supported by this version")
+            if inp == sname:
+                raise RecipeError(f"stages.{sname}.inputs[{i}]", "a stage cannot read its own output")
+            if inp not in stages:
+                raise RecipeError(f"stages.{sname}.inputs[{i}]",
+                                  f"unknown stage '{inp}'{did_you_mean(inp, stages)}")
+        if len(set(entry.inputs)) != len(entry.inputs):
+            raise RecipeError(f"stages.{sname}.inputs", "lists a stage twice")
+        lo, hi = entry.spec.inputs
+        n = len(entry.inputs)
+        if n < lo or (hi is not None and n > hi):
+            want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
+            raise RecipeError(f"stages.{sname}.inputs", f"'{entry.uses}' takes {want} input(s), got {n}")
+
+    order = _topological(stages)
+    if top.publish and top.publish.stages:
+        for i, s in enumerate(top.publish.stages):
+            if s not in stages:
+                raise RecipeError(f"publish.stages[{i}]", f"unknown stage '{s}'{did_you_mean(s, stages)}")
+    return Recipe(
+        name=top.name, version=top.version, seed=top.seed, description=top.description, vars=top.vars,
+        backends=backends, stages=stages, publish=top.publish, path=path or base_dir / "recipe.yaml", order=order,
+    )
+
+
+def _topological(stages: dict[str, StageEntry]) -> list[str]:
+    """Build order: each stage after its inputs, otherwise in recipe order (stable, so plans read naturally)."""
+    order: list[str] = []
+    done: set[str] = set()
+    remaining = list(stages)
+    while remaining:
+        ready = [s for s in remaining if all(i in done for i in stages[s].inputs)]
+        if not ready:
+            raise RecipeError("stages", f"cycle in inputs: {' -> '.join(_find_cycle(stages, remaining))}")
+        order.append(ready[0])
+        done.add(ready[0])
+        remaining.remove(ready[0])
+    return order
+
+
+def _find_cycle(stages: dict[str, StageEntry], candidates: list[str]) -> list[str]:
+    start = candidates[0]
+    path = [start]
+    while True:
+        nxt = next(i for i in stages[path[-1]].inputs if i in candidates)
+        if nxt in path:
+            cycle = path[path.index(nxt):] + [nxt]
+            return list(reversed(cycle))
+        path.append(nxt)
+
+
+def _validated(model: type[BaseModel], raw: Any, prefix: str, context: dict) -> Any:
+    try:
+        return model.model_validate(raw, context=context)
+    except ValidationError as exc:
+        raise _recipe_error(exc, prefix, model) from None
+
+
+def _join(prefix: str, loc: tuple) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out
+
+
+def _recipe_error(exc: ValidationError, prefix: str, model: type[BaseModel]) -> RecipeError:
+    errors = exc.errors()
+    err = errors[0]
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        known = _fields_at(model, loc[:-1])
+        message = f"unknown key{did_you_mean(str(loc[-1]), known)}"
+    elif kind == "missing":
+        message = "missing required key"
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+        if kind != "value_error":
+            shown = repr(err.get("input"))
+            message += f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"
+    if len(errors) > 1:
+        message += f" (+{len(errors) - 1} more)"
+    return RecipeError(_join(prefix, loc), message)
+
+
+def _fields_at(model: Any, loc: tuple) -> list[str]:
+    """Field names of the (nested) model that `loc` points into, for 'did you mean' hints."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            current = _inner_model(current)
+            if isinstance(part, int):
+                continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return []
+        current = current.model_fields[part].annotation
+    current = _inner_model(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None if isinstance(annotation, (types.UnionType, type(None))) else None

@@ -1,0 +1,49 @@
+"""Short names for stages and backends, resolved lazily so listing or validating imports nothing heavy.
+
+A recipe names a stage by its registry name (`uses: questions`) or, as the one escape hatch for user code, by
+an explicit `module:attr` hook (`uses: my_pkg.stages:my_stage`) — the only way a recipe can run code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from factory.errors import did_you_mean
+from factory.stage import StageSpec, import_object, spec_from_object
+
+STAGES: dict[str, str] = {
+    "questions": "factory.stages.questions",
+}
+
+BACKENDS: dict[str, str] = {
+    "transformers": "factory.backends.config:TransformersConfig",
+    "vllm": "factory.backends.config:VLLMConfig",
+    "openai": "factory.backends.config:OpenAIConfig",
+}
+
+
+class UnknownName(LookupError):
+    """Raised with a one-line message that ends in a 'did you mean' hint when one exists."""
+
+
+@lru_cache(maxsize=None)
+def stage(uses: str) -> StageSpec:
+    if uses in STAGES:
+        return spec_from_object(uses, import_object(STAGES[uses]))
+    if ":" in uses:
+        try:
+            obj = import_object(uses)
+        except (ImportError, AttributeError) as exc:
+            raise UnknownName(f"cannot import stage hook '{uses}': {exc}") from None
+        try:
+            return spec_from_object(uses, obj)
+        except TypeError as exc:
+            raise UnknownName(str(exc)) from None
+    raise UnknownName(f"unknown stage '{uses}'{did_you_mean(uses, STAGES)}")
+
+
+def backend(kind: str) -> Any:
+    if kind not in BACKENDS:
+        raise UnknownName(f"unknown backend type '{kind}'{did_you_mean(kind, BACKENDS)}")
+    return import_object(BACKENDS[kind])

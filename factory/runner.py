@@ -1,0 +1,262 @@
+"""The runner: builds a recipe's stages in dependency order, reusing finished outputs and resuming partial ones.
+
+A stage's output is reused when its fingerprint's folder is complete and the inputs it was built from are
+byte-for-byte the inputs there now (their content hashes are recorded in its manifest); otherwise it is
+rebuilt. A partial folder (a crash, a kill, a Ctrl-C) resumes at the first batch without a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from factory import __version__
+from factory.errors import FactoryError, RecipeError, StageError, did_you_mean
+from factory.executor import BatchTask, Executor, LocalExecutor
+from factory.fingerprint import recipe_fingerprints, stage_payload
+from factory.options import semantic_dump
+from factory.recipe import Recipe
+from factory.report import BatchProgress, StageSummary, progress_bars
+from factory.stage import StageContext
+from factory.store import StageStore
+
+log = logging.getLogger(__name__)
+
+LIBRARIES = ("datasets", "pyarrow", "huggingface_hub", "pydantic", "numpy", "pandas", "torch", "transformers",
+             "trl", "peft", "vllm", "xgrammar", "ray", "argilla")
+
+
+@dataclass
+class StageStatus:
+    stage: str
+    fingerprint: str
+    state: str  # cached | stale | partial | missing
+    batches_done: int = 0
+    batches_total: int = 0
+    rows: int | None = None
+    detail: str = ""
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"persona-factory": __version__, "python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+class Runner:
+    def __init__(self, recipe: Recipe, runs_dir: str | Path = "runs", executor: Executor | None = None,
+                 progress: bool = True):
+        self.recipe = recipe
+        self.runs_dir = Path(runs_dir)
+        self.executor = executor or LocalExecutor()
+        self.progress = progress
+        self.fingerprints = recipe_fingerprints(recipe)
+
+    def store(self, stage: str) -> StageStore:
+        return StageStore(self.runs_dir, self.recipe.name, stage, self.fingerprints[stage])
+
+    # --- status ----------------------------------------------------------------------------------------------
+    def status(self, stage: str) -> StageStatus:
+        store = self.store(stage)
+        fp = self.fingerprints[stage]
+        if store.is_complete():
+            marker = store.marker()
+            changed = self._changed_inputs(stage, store)
+            if changed:
+                return StageStatus(stage, fp, "stale", rows=marker["rows"],
+                                   detail=f"input {changed[0]} changed since this was built")
+            return StageStatus(stage, fp, "cached", rows=marker["rows"], detail=f"{marker['rows']:,} rows")
+        plan = store.load_plan()
+        if plan is not None:
+            done = len(store.done_batches())
+            return StageStatus(stage, fp, "partial", done, len(plan), detail=f"{done}/{len(plan)} batches done")
+        return StageStatus(stage, fp, "missing")
+
+    def _changed_inputs(self, stage: str, store: StageStore) -> list[str]:
+        recorded = store.manifest().get("inputs", {})
+        changed = []
+        for name in self.recipe.stages[stage].inputs:
+            upstream = self.store(name)
+            if upstream.is_complete() and recorded.get(name, {}).get("content_hash") != upstream.marker()["content_hash"]:
+                changed.append(name)
+        return changed
+
+    def plan(self) -> list[StageStatus]:
+        return [self.status(s) for s in self.recipe.order]
+
+    # --- build -----------------------------------------------------------------------------------------------
+    def select(self, only: list[str] | None = None, from_: str | None = None,
+               force: list[str] | None = None) -> tuple[list[str], set[str]]:
+        """Stages to visit (in order) and stages to recompute regardless of their cache."""
+        names = set(self.recipe.stages)
+        for flag, values in (("--only", only or []), ("--force", force or []), ("--from", [from_] if from_ else [])):
+            for v in values:
+                if v not in names:
+                    raise RecipeError("", f"{flag} {v}: no such stage{did_you_mean(v, names)}")
+        forced = set(force or [])
+        if from_:
+            forced |= set(self.recipe.downstream(from_))
+        if only:
+            visit = [s for s in self.recipe.order if s in set(only)]
+            for s in visit:
+                for inp in self.recipe.upstream(s):
+                    if inp not in visit and not self.store(inp).is_complete():
+                        raise RecipeError(f"stages.{s}.inputs", f"--only {s} needs '{inp}' built first "
+                                                                f"(build it, or add --only {inp})")
+        else:
+            visit = list(self.recipe.order)
+        return visit, forced
+
+    def build(self, only: list[str] | None = None, from_: str | None = None, force: list[str] | None = None,
+              dry_run: bool = False) -> list[StageSummary]:
+        visit, forced = self.select(only, from_, force)
+        if self.recipe.publish is not None and not dry_run:
+            raise RecipeError("publish", "publishing is not available in this version; remove the publish block")
+        if dry_run:
+            return [StageSummary(s, self.fingerprints[s], 0, 0, 0.0,
+                                 "would rebuild" if s in forced else self.status(s).state) for s in visit]
+        summaries: list[StageSummary] = []
+        with progress_bars(self.progress) as bars:
+            for stage in visit:
+                summaries.append(self._build_stage(stage, stage in forced, bars))
+        return summaries
+
+    def _build_stage(self, stage: str, forced: bool, bars: Any) -> StageSummary:
+        store = self.store(stage)
+        status = self.status(stage)
+        if status.state == "cached" and not forced:
+            marker = store.marker()
+            return StageSummary(stage, store.fingerprint, marker["rows"], marker["failures"], 0.0, "cached")
+        if status.state in ("cached", "stale"):
+            log.info("%s: recomputing (%s)", stage, "forced" if forced else status.detail)
+            store.invalidate()
+        elif forced and status.state == "partial":
+            store.invalidate()
+        store.dir.mkdir(parents=True, exist_ok=True)
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(store.dir / ".lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise FactoryError(f"stages.{stage}: another build is writing {store.dir}; wait for it or stop it") from None
+        try:
+            return self._run_stage(stage, store, bars)
+        finally:
+            lock.release()
+
+    def _run_stage(self, stage: str, store: StageStore, bars: Any) -> StageSummary:
+        import datasets
+
+        datasets.disable_progress_bars()
+        entry = self.recipe.stages[stage]
+        started = time.time()
+        input_paths = {name: str(self.store(name).data_dir) for name in entry.inputs}
+        for name in entry.inputs:
+            if not self.store(name).is_complete():
+                raise StageError(f"stages.{stage}.inputs: '{name}' has not been built")
+        ctx = StageContext(
+            recipe=self.recipe.name, stage=stage, seed=self.recipe.stage_seed(stage),
+            backends={k: v.model_dump() for k, v in self.recipe.backends.items()}, workdir=store.work_dir,
+        )
+        plan = store.load_plan()
+        if plan is None:
+            if entry.spec.plan is not None:
+                inputs = {n: datasets.load_from_disk(p) for n, p in input_paths.items()}
+                plan = list(entry.spec.plan(entry.options, inputs, ctx))
+            else:
+                plan = [None]
+            store.save_plan(plan)
+        done = store.done_batches()
+        done_rows = sum(store.load_batch(i)[2]["rows"] for i in sorted(done))
+        if done:
+            log.info("%s: resuming, %d of %d batches already done", stage, len(done), len(plan))
+        tasks = []
+        for index, batch in enumerate(plan):
+            if index in done:
+                continue
+            task_ctx = StageContext(**{**ctx.__dict__, "batch": batch, "batch_index": index, "num_batches": len(plan)})
+            tasks.append(BatchTask(entry.uses, entry.options, input_paths, task_ctx))
+        bar = BatchProgress(bars, stage, len(plan), len(done), done_rows)
+        try:
+            for result in self.executor.map(tasks):
+                store.save_batch(result.index, result.table, result.failures, result.metrics)
+                bar.advance(result.table.num_rows)
+        except FactoryError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            kept = len(store.done_batches())
+            (store.dir / "error.log").write_text(traceback.format_exc())
+            raise StageError(f"stages.{stage}: {type(exc).__name__}: {exc} ({kept}/{len(plan)} batches kept, "
+                             f"traceback in {store.dir / 'error.log'}; rerun to resume)") from exc
+        return self._finish(stage, store, plan, started, resumed=bool(done))
+
+    def _finish(self, stage: str, store: StageStore, plan: list[Any], started: float, resumed: bool) -> StageSummary:
+        import pyarrow as pa
+        from datasets import Dataset
+
+        entry = self.recipe.stages[stage]
+        tables, failures, metrics = [], [], {}
+        for index in range(len(plan)):
+            table, fails, meta = store.load_batch(index)
+            tables.append(table)
+            failures += [{"batch": index, "reason": str(f["reason"]),
+                          "record": _json({k: v for k, v in f.items() if k != "reason"})} for f in fails]
+            for k, v in meta["metrics"].items():
+                metrics[k] = metrics.get(k, 0.0) + v
+        table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+        dataset = Dataset(table, fingerprint=store.fingerprint)
+        failures_ds = Dataset.from_list(failures) if failures else None
+        reasons: dict[str, int] = {}
+        for f in failures:
+            reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+        seconds = time.time() - started
+        manifest = {
+            "recipe": {"name": self.recipe.name, "version": self.recipe.version, "path": str(self.recipe.path)},
+            "stage": stage,
+            "uses": entry.uses,
+            "stage_version": entry.spec.version,
+            "fingerprint": store.fingerprint,
+            "fingerprint_payload": stage_payload(self.recipe, stage, self.fingerprints),
+            "config": entry.options.model_dump(mode="json"),
+            "semantic_config": semantic_dump(entry.options),
+            "inputs": {n: {"fingerprint": self.fingerprints[n], "path": str(self.store(n).dir),
+                           "content_hash": self.store(n).marker()["content_hash"]} for n in entry.inputs},
+            "seed": {"recipe": self.recipe.seed, "stage": self.recipe.stage_seed(stage)},
+            "versions": library_versions(),
+            "platform": platform.platform(),
+            "executor": self.executor.name,
+            "rows": dataset.num_rows,
+            "columns": dataset.column_names,
+            "features": dataset.features.to_dict(),
+            "failures": len(failures),
+            "failure_reasons": reasons,
+            "metrics": metrics,
+            "batches": len(plan),
+            "resumed": resumed,
+            "timings": {"finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "seconds_this_run": round(seconds, 3)},
+        }
+        store.finalize(dataset, failures_ds, manifest)
+        (store.dir / "error.log").unlink(missing_ok=True)
+        return StageSummary(stage, store.fingerprint, dataset.num_rows, len(failures), seconds,
+                            "resumed" if resumed else "built")
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)

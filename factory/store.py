@@ -1,0 +1,133 @@
+"""On-disk layout of stage outputs, batch checkpoints, manifests and completion markers.
+
+    runs/<recipe>/<stage>/<fingerprint>/
+        data/              the dataset (`Dataset.save_to_disk`)
+        failures/          rows that failed validation, with their reason (only when there are any)
+        manifest.json      config, inputs, versions, seed, counts, timings, metrics
+        _COMPLETE          written last; its presence is what "finished" means
+        work/              scratch that survives a crash (request caches of LLM stages)
+        .partial/          while running: plan.json and one checkpoint folder per finished batch
+
+Every write goes to a temporary name and is renamed into place, so a killed process leaves either a finished
+batch or nothing, never half a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+MARKER = "_COMPLETE"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+class StageStore:
+    def __init__(self, runs_dir: Path, recipe: str, stage: str, fingerprint: str):
+        self.dir = Path(runs_dir) / recipe / stage / fingerprint
+        self.fingerprint = fingerprint
+
+    data_dir = property(lambda self: self.dir / "data")
+    failures_dir = property(lambda self: self.dir / "failures")
+    manifest_path = property(lambda self: self.dir / "manifest.json")
+    marker_path = property(lambda self: self.dir / MARKER)
+    partial_dir = property(lambda self: self.dir / ".partial")
+    work_dir = property(lambda self: self.dir / "work")
+
+    # --- completion -------------------------------------------------------------------------------------------
+    def is_complete(self) -> bool:
+        return self.marker_path.is_file()
+
+    def marker(self) -> dict[str, Any]:
+        return json.loads(self.marker_path.read_text())
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads(self.manifest_path.read_text())
+
+    def invalidate(self) -> None:
+        """Forget a finished output (its marker goes first, so a crash midway leaves it 'not finished')."""
+        self.marker_path.unlink(missing_ok=True)
+        shutil.rmtree(self.partial_dir, ignore_errors=True)
+
+    # --- batches ----------------------------------------------------------------------------------------------
+    def load_plan(self) -> list[Any] | None:
+        path = self.partial_dir / "plan.json"
+        return json.loads(path.read_text())["batches"] if path.is_file() else None
+
+    def save_plan(self, batches: list[Any]) -> None:
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.partial_dir / "plan.json", {"batches": batches})
+
+    def batch_dir(self, index: int) -> Path:
+        return self.partial_dir / f"batch-{index:06d}"
+
+    def done_batches(self) -> set[int]:
+        if not self.partial_dir.is_dir():
+            return set()
+        return {int(p.name.split("-")[1]) for p in self.partial_dir.glob("batch-*") if not p.name.endswith(".tmp")}
+
+    def save_batch(self, index: int, table: Any, failures: list[dict], metrics: dict[str, float]) -> None:
+        import pyarrow as pa
+
+        final = self.batch_dir(index)
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        with pa.OSFile(str(tmp / "rows.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        with open(tmp / "failures.jsonl", "w") as f:
+            for row in failures:
+                f.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+        write_json_atomic(tmp / "meta.json", {"rows": table.num_rows, "failures": len(failures), "metrics": metrics})
+        os.replace(tmp, final)  # the rename is the batch's completion marker
+
+    def load_batch(self, index: int) -> tuple[Any, list[dict], dict[str, Any]]:
+        import pyarrow as pa
+
+        d = self.batch_dir(index)
+        with pa.memory_map(str(d / "rows.arrow")) as source:
+            table = pa.ipc.open_file(source).read_all()
+        failures = [json.loads(line) for line in (d / "failures.jsonl").read_text().splitlines() if line]
+        return table, failures, json.loads((d / "meta.json").read_text())
+
+    # --- finishing --------------------------------------------------------------------------------------------
+    def finalize(self, dataset: Any, failures: Any | None, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Write data, failures, manifest, then the marker; returns the marker."""
+        for target, ds in ((self.data_dir, dataset), (self.failures_dir, failures)):
+            shutil.rmtree(target, ignore_errors=True)
+            if ds is None:
+                continue
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            ds.save_to_disk(str(tmp))
+            os.replace(tmp, target)
+        marker = {
+            "fingerprint": self.fingerprint,
+            "content_hash": content_hash(self.data_dir),
+            "rows": manifest["rows"],
+            "failures": manifest["failures"],
+        }
+        manifest = {**manifest, "content_hash": marker["content_hash"]}
+        write_json_atomic(self.manifest_path, manifest)
+        write_json_atomic(self.marker_path, marker)
+        shutil.rmtree(self.partial_dir, ignore_errors=True)
+        return marker
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over a saved dataset's files (names and bytes), to tell whether an output really changed."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
