@@ -45,7 +45,7 @@ class DataFile(str):
 
     resolved: Path
 
-    def __new__(cls, written: str, resolved: Path) -> "DataFile":
+    def __new__(cls, written: str, resolved: Path) -> DataFile:
         obj = super().__new__(cls, written)
         obj.resolved = resolved
         return obj
@@ -62,7 +62,7 @@ class DataFile(str):
         )
 
     @classmethod
-    def _validate(cls, value: Any, info: ValidationInfo) -> "DataFile":
+    def _validate(cls, value: Any, info: ValidationInfo) -> DataFile:
         if isinstance(value, DataFile):
             return value
         base = Path((info.context or {}).get("base_dir", "."))

@@ -192,7 +192,7 @@ def load_opinionqa() -> list[dict]:
                               ["qkey"], "overall_distributions.parquet")
     for (qkey,), counts in overall:
         total = sum(counts)
-        rows[qkey]["human_n"] = int(round(total))
+        rows[qkey]["human_n"] = round(total)
         rows[qkey]["human_distribution"] = [c / total for c in counts]
 
     groups = _aligned_counts(rows, pd.read_parquet(data_path("opinionqa", "group_counts.parquet")),

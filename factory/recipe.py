@@ -16,7 +16,6 @@ Any mistake raises a `RecipeError` whose message is one line naming the exact fi
 from __future__ import annotations
 
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,8 +229,8 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
         options = _validated(spec.options, raw, spath, {"base_dir": str(base_dir)})
         backend_name = getattr(options, "backend", None)
         if isinstance(backend_name, str) and backend_name not in backends:
-            raise RecipeError(f"{spath}.backend", f"unknown backend '{backend_name}'{did_you_mean(backend_name, backends)}"
-                              + ("" if backends else " (the recipe declares no backends)"))
+            hint = did_you_mean(backend_name, backends) if backends else " (the recipe declares no backends)"
+            raise RecipeError(f"{spath}.backend", f"unknown backend '{backend_name}'{hint}")
         stages[sname] = StageEntry(sname, uses, list(inputs), options, spec)
 
     for sname, entry in stages.items():
@@ -349,4 +348,4 @@ def _inner_model(annotation: Any) -> Any:
         found = _inner_model(arg)
         if found is not None:
             return found
-    return None if isinstance(annotation, (types.UnionType, type(None))) else None
+    return None

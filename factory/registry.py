@@ -6,7 +6,7 @@ an explicit `module:attr` hook (`uses: my_pkg.stages:my_stage`) — the only way
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from factory.errors import did_you_mean
@@ -27,7 +27,7 @@ class UnknownName(LookupError):
     """Raised with a one-line message that ends in a 'did you mean' hint when one exists."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def stage(uses: str) -> StageSpec:
     if uses in STAGES:
         return spec_from_object(uses, import_object(STAGES[uses]))

@@ -88,7 +88,9 @@ class Runner:
         changed = []
         for name in self.recipe.stages[stage].inputs:
             upstream = self.store(name)
-            if upstream.is_complete() and recorded.get(name, {}).get("content_hash") != upstream.marker()["content_hash"]:
+            if not upstream.is_complete():
+                continue
+            if recorded.get(name, {}).get("content_hash") != upstream.marker()["content_hash"]:
                 changed.append(name)
         return changed
 
@@ -150,7 +152,8 @@ class Runner:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise FactoryError(f"stages.{stage}: another build is writing {store.dir}; wait for it or stop it") from None
+            raise FactoryError(f"stages.{stage}: another build is writing {store.dir}; wait for it or stop it"
+                               ) from None
         try:
             return self._run_stage(stage, store, bars)
         finally:
@@ -217,7 +220,9 @@ class Runner:
                           "record": _json({k: v for k, v in f.items() if k != "reason"})} for f in fails]
             for k, v in meta["metrics"].items():
                 metrics[k] = metrics.get(k, 0.0) + v
-        table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+        # one chunk, so the bytes written do not depend on how the work was split into batches (costs one copy
+        # of the output in memory; a streaming writer with fixed record batches would avoid it)
+        table = pa.concat_tables(tables, promote_options="default").combine_chunks()
         dataset = Dataset(table, fingerprint=store.fingerprint)
         failures_ds = Dataset.from_list(failures) if failures else None
         reasons: dict[str, int] = {}

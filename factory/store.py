@@ -84,8 +84,7 @@ class StageStore:
         with pa.OSFile(str(tmp / "rows.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         with open(tmp / "failures.jsonl", "w") as f:
-            for row in failures:
-                f.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+            f.writelines(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n" for row in failures)
         write_json_atomic(tmp / "meta.json", {"rows": table.num_rows, "failures": len(failures), "metrics": metrics})
         os.replace(tmp, final)  # the rename is the batch's completion marker
 

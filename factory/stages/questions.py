@@ -67,7 +67,7 @@ class Options(StageOptions):
         return value
 
     @model_validator(mode="after")
-    def _something(self) -> "Options":
+    def _something(self) -> Options:
         if not self.sets and not self.files:
             raise ValueError("name at least one question set (sets: [...]) or file (files: [...])")
         return self

@@ -1,0 +1,64 @@
+"""Stages used by the runner tests through the recipe's `module:attr` hook (tests/ is on sys.path).
+
+`counter` writes `n_rows` rows in batches; each row's value comes from `ctx.rng(row)`, so the output does not
+depend on how rows are split into batches. Knobs to exercise the runner: a per-batch sleep (to kill a build
+mid-stage), a batch at which to raise (a crash), rows reported as failures, a prompt file to hash.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+from pydantic import Field
+
+from factory.options import DataFile, StageOptions, operational
+from factory.stage import StageOutput
+
+NOISE = 0.0  # added to every value: lets a test make a stage's output change under the same fingerprint
+
+
+class CounterOptions(StageOptions):
+    n_rows: int = Field(25, ge=0, description="rows to write")
+    scale: float = Field(1.0, description="multiplies every value")
+    fail_below: float = Field(0.0, description="rows whose value is below this are reported as failures")
+    prompt: DataFile | None = Field(None, description="a file whose bytes enter the fingerprint")
+    backend: str | None = Field(None, description="a backend name (checked by the recipe, hashed by fingerprints)")
+    sleep_s: float = operational(0.0, description="sleep per batch (to kill a build mid-stage)")
+    crash_at_batch: int | None = operational(None, description="raise when this batch index runs")
+
+
+def counter_plan(options: CounterOptions, inputs, ctx):
+    size = options.batch_size or 10
+    return [[start, min(start + size, options.n_rows)] for start in range(0, options.n_rows, size)] or [[0, 0]]
+
+
+def counter_run(options: CounterOptions, inputs, ctx):
+    from datasets import Dataset, Features, Value
+
+    start, end = ctx.batch
+    if options.crash_at_batch is not None and ctx.batch_index == options.crash_at_batch:
+        raise RuntimeError(f"boom at batch {ctx.batch_index}")
+    offset = 0.0
+    for ds in inputs.values():  # a downstream counter adds the sum of its inputs' values
+        offset += float(sum(ds["value"]))
+    rows, failures = [], []
+    for i in range(start, end):
+        value = float(ctx.rng(i).random()) * options.scale + offset + NOISE
+        if value < options.fail_below:
+            failures.append({"reason": "value below threshold", "row": i, "raw": f"{value:.6f}"})
+            continue
+        rows.append({"row": i, "value": value})
+    time.sleep(options.sleep_s)
+    features = Features({"row": Value("int64"), "value": Value("float64")})
+    return StageOutput(Dataset.from_list(rows, features=features), failures, {"calls": 1})
+
+
+counter = SimpleNamespace(
+    __doc__="Toy stage for runner tests.", VERSION=1, INPUTS=(0, None), Options=CounterOptions,
+    plan=counter_plan, run=counter_run,
+)
+
+
+class NotAStage:
+    pass
