@@ -1,0 +1,58 @@
+"""Big Five traits: the personality-populations study's conditional multivariate normal, vectorised and seeded.
+
+Mean of each trait = intercept + coefficients . standardised (age, sex [1 male, 2 female], US-born [1/0]);
+residuals ~ MVN(0, the fitted 5x5 covariance, order A, E, O, C, N); scores clipped to [0, 1] (the original did
+not clip; draws outside are rare, about 3 sigma). Fit on 245,850 IPIP-NEO internet respondents: a young,
+self-selected sample, which the card says.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import numpy as np
+
+from factory.resources import data_path
+
+TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")  # OCEAN, output order
+_FILE_KEYS = {"openness": "openness_score", "conscientiousness": "conscientiousness_score",
+              "extraversion": "extraversion_score", "agreeableness": "agreeable_score",
+              "neuroticism": "neuroticism_score"}
+
+
+@lru_cache(maxsize=1)
+def model() -> dict:
+    spec = json.loads(data_path("bigfive", "big_five_conditional_mvn.json").read_text())
+    order = spec["trait_order_of_covariance"]
+    perm = [order.index(_FILE_KEYS[t]) for t in TRAITS]
+    cov = np.asarray(spec["residual_covariance"])[np.ix_(perm, perm)]
+    return {
+        "mean": np.asarray(spec["scaler"]["mean"]),
+        "scale": np.asarray(spec["scaler"]["scale"]),
+        "intercept": np.array([spec["traits"][_FILE_KEYS[t]]["intercept"] for t in TRAITS]),
+        "coef": np.array([spec["traits"][_FILE_KEYS[t]]["coef_on_standardized_features"] for t in TRAITS]),
+        "chol": np.linalg.cholesky(cov),
+        "cov": cov,
+    }
+
+
+def conditional_mean(age: np.ndarray, male: np.ndarray, us_born: np.ndarray) -> np.ndarray:
+    m = model()
+    x = np.stack([age.astype(np.float64), np.where(male, 1.0, 2.0), us_born.astype(np.float64)], axis=1)
+    z = (x - m["mean"]) / m["scale"]
+    return m["intercept"] + z @ m["coef"].T
+
+
+def sample(age: np.ndarray, male: np.ndarray, us_born: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(n, 5) scores in OCEAN order, clipped to [0, 1]."""
+    mu = conditional_mean(age, male, us_born)
+    noise = rng.standard_normal(mu.shape) @ model()["chol"].T
+    return np.clip(mu + noise, 0.0, 1.0)
+
+
+def from_targets(vectors: np.ndarray, spread: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Scores around given target vectors (assigned round-robin), with an isotropic spread (0 = exact)."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    picks = vectors[np.arange(n) % len(vectors)]
+    return np.clip(picks + spread * rng.standard_normal(picks.shape), 0.0, 1.0)

@@ -1,0 +1,264 @@
+"""A fitted synthetic population for one geography: a core joint plus conditional attributes, and its sampler.
+
+Dependency structure (the same for every source; what a source lacks is filled by its seed, never by
+independence):
+
+    core joint (IPF): age band x sex x race/ethnicity x education x marital status x employment x nativity
+        against age x sex (count), race/ethnicity, education x age x sex, education x race, marital x age x sex,
+        employment x age, employment x sex, employment x education, nativity x age / marital / education /
+        employment
+    age (single year)       | age band, education      (degrees only at plausible ages)
+    race (alone)            | race/ethnicity           (Hispanic people get a race from the Hispanic-by-race mix)
+    occupation              | sex, employment          (only the employed have one)
+    industry                | sex, employment
+    class of worker         | employment, industry     (public administration -> government)
+    health insurance        | age group, sex, employment
+    veteran status          | age band, sex, employment  (civilians only)
+    language x English      | age band, race/ethnicity, nativity
+    relationship            | age band, sex, marital status
+    household type          | sex, marital status, relationship
+    household income        | household type, relationship
+    school enrollment       | age band, education, employment
+    Big Five                | age, sex, US-born      (conditional multivariate normal)
+
+Each conditional attribute is itself fitted by IPF: its block joint (parents x attribute) keeps the parents'
+distribution from the core and matches every census table that crosses the attribute with any parent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from factory.census import vocab
+from factory.census.ipf import Margin, ipf, margin_index, systematic_sample
+
+
+@dataclass
+class Block:
+    """One conditional attribute: categories, parents, the census margins that constrain it, a prior."""
+
+    name: str
+    categories: list[str]
+    parents: list[str]
+    margins: list[Margin]
+    seed: np.ndarray | None = None  # over parents' sizes + (len(categories),); zeros are structural
+    note: str = ""
+
+
+@dataclass
+class GeoSpec:
+    """Everything a source says about one geography, ready to fit."""
+
+    geo: str  # short key, e.g. 'NY'
+    geo_id: str  # e.g. '0400000US36'
+    name: str
+    population: float  # persons in the age universe
+    core_margins: list[Margin]
+    blocks: list[Block]
+    core_seed: np.ndarray | None = None
+    derived_ages: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    hispanic_race: np.ndarray | None = None  # shares over vocab.RACE for Hispanic people
+    min_age: int = 18
+    max_age: int = vocab.MAX_AGE
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FittedGeo:
+    spec: GeoSpec
+    core: np.ndarray  # joint over CORE_DIMS
+    blocks: dict[str, tuple[list[str], np.ndarray]]  # name -> (dims, joint)
+    conditionals: dict[str, np.ndarray]  # name -> cdf over categories, rows = flat parent cells
+    fit_errors: dict[str, float]
+    iterations: dict[str, int]
+
+    @property
+    def core_dims(self) -> list[str]:
+        return list(vocab.CORE_DIMS)
+
+
+def dim_sizes(spec: GeoSpec, names: list[str]) -> list[int]:
+    sizes = []
+    for n in names:
+        if n in vocab.CORE_DIMS:
+            sizes.append(len(vocab.CORE_DIMS[n]))
+        elif n in spec.derived_ages:
+            sizes.append(len(spec.derived_ages[n]))
+        else:
+            sizes.append(len(next(b.categories for b in spec.blocks if b.name == n)))
+    return sizes
+
+
+def age_weights(spec: GeoSpec) -> np.ndarray:
+    w = vocab.single_year_weights().copy()
+    w[:spec.min_age] = 0
+    w[spec.max_age + 1:] = 0
+    return w
+
+
+def universe_factor(spec: GeoSpec) -> np.ndarray:
+    """Share of each fine band inside the recipe's age universe (min_age..max_age)."""
+    full, w = vocab.single_year_weights(), age_weights(spec)
+    return np.array([w[lo:hi + 1].sum() / full[lo:hi + 1].sum() for lo, hi in vocab.AGE_BANDS])
+
+
+def _parent_distribution(spec: GeoSpec, core: np.ndarray, blocks: dict, parents: list[str]) -> np.ndarray:
+    derived = [p for p in parents if p in spec.derived_ages]
+    plain = [p for p in parents if p not in spec.derived_ages]
+    need = plain + (["age_band"] if derived and "age_band" not in plain else [])
+    candidates = [(list(vocab.CORE_DIMS), core)] + list(blocks.values())
+    for dims, joint in candidates:
+        if all(p in dims for p in need):
+            axes = tuple(i for i, d in enumerate(dims) if d not in need)
+            marg = joint.sum(axis=axes)
+            kept = [d for d in dims if d in need]
+            break
+    else:
+        raise ValueError(f"no fitted joint holds parents {need}")
+    for name in derived:  # contract the fine band with the share of its single years in each group
+        frac = vocab.age_fraction_matrix(spec.derived_ages[name], age_weights(spec))
+        axis = kept.index("age_band")
+        marg = np.moveaxis(np.tensordot(marg, frac, axes=([axis], [0])), -1, axis)
+        kept[axis] = name
+        if "age_band" in parents:
+            raise ValueError("a block cannot have both age_band and a derived age group as parents")
+    order = [kept.index(p) for p in parents]
+    return np.transpose(marg, order)
+
+
+def fit(spec: GeoSpec, tol: float = 1e-6, max_iter: int = 300) -> FittedGeo:
+    dims = list(vocab.CORE_DIMS)
+    sizes = dim_sizes(spec, dims)
+    seed = np.ones(sizes) if spec.core_seed is None else spec.core_seed.astype(np.float64).copy()
+    seed *= universe_factor(spec).reshape([-1] + [1] * (len(dims) - 1))
+    result = ipf(dims, sizes, spec.core_margins, seed=seed, tol=tol, max_iter=max_iter)
+    errors = {f"core: {k}": v for k, v in result.errors.items()}
+    iterations = {"core": result.iterations}
+    core = result.joint
+    blocks: dict[str, tuple[list[str], np.ndarray]] = {}
+    conditionals: dict[str, np.ndarray] = {}
+    for block in spec.blocks:
+        parent = _parent_distribution(spec, core, blocks, block.parents)
+        bdims = block.parents + [block.name]
+        bsizes = list(parent.shape) + [len(block.categories)]
+        bseed = np.ones(bsizes) if block.seed is None else np.broadcast_to(block.seed, bsizes).astype(np.float64)
+        bseed = bseed * parent[..., None]
+        fixed = Margin(f"{block.name}: parents", tuple(block.parents),
+                       {p: np.arange(s) for p, s in zip(block.parents, parent.shape)}, parent, mode="count")
+        r = ipf(bdims, bsizes, [fixed, *block.margins], seed=bseed, tol=tol, max_iter=max_iter)
+        blocks[block.name] = (bdims, r.joint)
+        iterations[block.name] = r.iterations
+        errors.update({f"{block.name}: {k}": v for k, v in r.errors.items() if k != fixed.name})
+        cond = r.joint.reshape(-1, len(block.categories))
+        totals = cond.sum(axis=1, keepdims=True)
+        prior = bseed.reshape(-1, len(block.categories))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cond = np.where(totals > 0, cond / totals, prior / np.maximum(prior.sum(axis=1, keepdims=True), 1e-300))
+        empty = cond.sum(axis=1) <= 0
+        cond[empty, 0] = 1.0
+        cdf = np.cumsum(cond, axis=1)
+        cdf /= cdf[:, -1:]
+        conditionals[block.name] = cdf
+    return FittedGeo(spec, core, blocks, conditionals, errors, iterations)
+
+
+def stratified_conditional(cdf: np.ndarray, parent: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A child category per person with counts per (parent cell, category) within one of expectation.
+
+    Persons of each parent cell are ranked in a fresh random order and spread evenly over the cell's cumulative
+    distribution (systematic sampling per cell), so crosstabs of the sample carry no multinomial noise; the fresh
+    order keeps two children of the same parents independent given the parents.
+    """
+    n = parent.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int16)
+    shuffle = rng.permutation(n)
+    order = shuffle[np.argsort(parent[shuffle], kind="stable")]
+    sorted_parent = parent[order]
+    starts = np.flatnonzero(np.r_[True, sorted_parent[1:] != sorted_parent[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    rank = np.arange(n) - np.repeat(starts, sizes)
+    offset = rng.random(len(starts))
+    u = (np.repeat(offset, sizes) + rank) / np.repeat(sizes, sizes)
+    rows = cdf[sorted_parent]
+    child_sorted = (u[:, None] >= rows[:, :-1]).sum(axis=1)
+    child = np.empty(n, dtype=np.int16)
+    child[order] = child_sorted
+    return child
+
+
+def flat_index(codes: dict[str, np.ndarray], names: list[str], sizes: list[int]) -> np.ndarray:
+    idx = np.zeros(len(next(iter(codes.values()))), dtype=np.int64)
+    for name, size in zip(names, sizes):
+        idx = idx * size + codes[name]
+    return idx
+
+
+def derived_age_codes(ages: np.ndarray, groups: list[tuple[int, int]]) -> np.ndarray:
+    lookup = np.full(vocab.MAX_AGE + 1, -1, dtype=np.int16)
+    for g, (lo, hi) in enumerate(groups):
+        lookup[lo:hi + 1] = g
+    return lookup[ages]
+
+
+def sample(fitted: FittedGeo, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """n persons as integer codes per attribute (plus `age` in years)."""
+    spec = fitted.spec
+    dims = list(vocab.CORE_DIMS)
+    sizes = dim_sizes(spec, dims)
+    cells = systematic_sample(fitted.core, n, rng)
+    unraveled = np.unravel_index(cells, sizes)
+    codes: dict[str, np.ndarray] = {d: u.astype(np.int16) for d, u in zip(dims, unraveled)}
+    codes["age"] = single_year_ages(spec, codes["age_band"], codes["education"], rng)
+    for name, groups in spec.derived_ages.items():
+        codes[name] = derived_age_codes(codes["age"], groups)
+    if spec.hispanic_race is not None:
+        codes["race"] = race_alone(codes["race_ethnicity"], spec.hispanic_race, rng)
+    for block in spec.blocks:
+        parent = flat_index(codes, block.parents, dim_sizes(spec, block.parents))
+        codes[block.name] = stratified_conditional(fitted.conditionals[block.name], parent, rng)
+    return codes
+
+
+def single_year_ages(spec: GeoSpec, band: np.ndarray, education: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Age in years inside the band, never below the plausible age of the person's degree."""
+    weights = age_weights(spec)
+    min_by_edu = np.array([vocab.MIN_AGE_FOR_EDUCATION.get(e, 0) for e in vocab.EDUCATION])
+    n_edu = len(vocab.EDUCATION)
+    table = np.zeros((len(vocab.AGE_BANDS) * n_edu, vocab.MAX_AGE + 1))
+    for b, (lo, hi) in enumerate(vocab.AGE_BANDS):
+        for e in range(n_edu):
+            w = np.zeros(vocab.MAX_AGE + 1)
+            start = max(lo, min_by_edu[e])
+            w[start:hi + 1] = weights[start:hi + 1]
+            if w.sum() == 0:  # the seed excludes this cell; keep the band rather than fail
+                w[lo:hi + 1] = weights[lo:hi + 1] if weights[lo:hi + 1].sum() else 1.0
+            table[b * n_edu + e] = np.cumsum(w) / w.sum()
+    parent = band.astype(np.int64) * n_edu + education
+    u = rng.random(band.shape[0])
+    return (u[:, None] >= table[parent][:, :-1]).sum(axis=1).astype(np.int16)
+
+
+def race_alone(race_ethnicity: np.ndarray, hispanic_mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Non-Hispanic: the race of their group; Hispanic: a race drawn from the state's Hispanic-by-race mix."""
+    race = (race_ethnicity.astype(np.int16) - 1).clip(min=0)
+    hisp = race_ethnicity == 0
+    cdf = np.cumsum(hispanic_mix / hispanic_mix.sum())[None, :]
+    race[hisp] = stratified_conditional(cdf, np.zeros(int(hisp.sum()), dtype=np.int64), rng)
+    return race
+
+
+def sample_table(codes: dict[str, np.ndarray], margin: Margin, sizes: dict[str, int]) -> np.ndarray:
+    """The sample's counts in a margin's categories (persons outside its universe excluded)."""
+    idx = np.zeros(len(codes["sex"]), dtype=np.int64)
+    inside = np.ones(len(codes["sex"]), dtype=bool)
+    for d, k in zip(margin.dims, margin.table.shape):
+        m = np.asarray(margin.maps[d])[codes[d]]
+        inside &= m >= 0
+        idx = idx * k + np.where(m >= 0, m, 0)
+    return np.bincount(idx[inside], minlength=margin.table.size).reshape(margin.table.shape).astype(np.float64)
+
+
+__all__ = ["Block", "GeoSpec", "FittedGeo", "fit", "sample", "sample_table", "margin_index"]
