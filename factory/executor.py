@@ -31,6 +31,7 @@ class BatchResult:
     table: Any  # pyarrow.Table, with the HF features in its schema metadata
     failures: list[dict] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)  # name -> pyarrow.Table
 
 
 class Executor(Protocol):
@@ -48,22 +49,34 @@ def load_input(path: str) -> Any:
     return load_from_disk(path)  # memory-mapped: cheap to open in every worker
 
 
-def normalize_output(result: Any) -> tuple[Any, list[dict], dict[str, float]]:
-    """Stage return value (Dataset, list of dicts, or StageOutput) -> (pyarrow table, failures, metrics)."""
+RESERVED_OUTPUTS = {"data", "failures", "work", "artifacts"}
+
+
+def _table(data: Any, what: str) -> Any:
     from datasets import Dataset
 
-    out = result if isinstance(result, StageOutput) else StageOutput(result)
-    data = out.data
     if isinstance(data, list):
         data = Dataset.from_list(data)
     if not isinstance(data, Dataset):
-        raise TypeError(f"a stage must return a Dataset, a list of dicts or a StageOutput, not {type(data).__name__}")
+        raise TypeError(f"{what} must be a Dataset, a list of dicts or a StageOutput, not {type(data).__name__}")
     if data._indices is not None:  # a select()/shuffle() view: materialise it so the table holds exactly these rows
         data = data.flatten_indices()
+    return data.data.table
+
+
+def normalize_output(result: Any) -> tuple[Any, list[dict], dict[str, float], dict[str, Any]]:
+    """Stage return value (Dataset, list of dicts, or StageOutput) -> (table, failures, metrics, extra tables)."""
+    out = result if isinstance(result, StageOutput) else StageOutput(result)
     for i, row in enumerate(out.failures):
         if not isinstance(row, dict) or "reason" not in row:
             raise TypeError(f"failure {i} must be a dict with a 'reason'")
-    return data.data.table, list(out.failures), {k: float(v) for k, v in out.metrics.items()}
+    extras = {}
+    for name, data in out.extras.items():
+        if name in RESERVED_OUTPUTS or not name.isidentifier():
+            raise TypeError(f"extra output name '{name}' is reserved or not an identifier")
+        extras[name] = _table(data, f"extra output '{name}'")
+    return (_table(out.data, "a stage's output"), list(out.failures), {k: float(v) for k, v in out.metrics.items()},
+            extras)
 
 
 def run_task(task: BatchTask) -> BatchResult:
@@ -71,8 +84,8 @@ def run_task(task: BatchTask) -> BatchResult:
 
     spec = registry.stage(task.uses)
     inputs = {name: load_input(path) for name, path in task.inputs.items()}
-    table, failures, metrics = normalize_output(spec.run(task.options, inputs, task.ctx))
-    return BatchResult(task.ctx.batch_index, table, failures, metrics)
+    table, failures, metrics, extras = normalize_output(spec.run(task.options, inputs, task.ctx))
+    return BatchResult(task.ctx.batch_index, table, failures, metrics, extras)
 
 
 class LocalExecutor:

@@ -13,6 +13,7 @@ from factory.errors import did_you_mean
 from factory.stage import StageSpec, import_object, spec_from_object
 
 STAGES: dict[str, str] = {
+    "meta_personas": "factory.stages.meta_personas",
     "questions": "factory.stages.questions",
 }
 

@@ -177,7 +177,14 @@ class Runner:
         if plan is None:
             if entry.spec.plan is not None:
                 inputs = {n: datasets.load_from_disk(p) for n, p in input_paths.items()}
-                plan = list(entry.spec.plan(entry.options, inputs, ctx))
+                try:
+                    plan = list(entry.spec.plan(entry.options, inputs, ctx))
+                except FactoryError:
+                    raise
+                except Exception as exc:
+                    (store.dir / "error.log").write_text(traceback.format_exc())
+                    raise StageError(f"stages.{stage}: planning failed: {type(exc).__name__}: {exc} "
+                                     f"(traceback in {store.dir / 'error.log'})") from exc
             else:
                 plan = [None]
             store.save_plan(plan)
@@ -194,7 +201,7 @@ class Runner:
         bar = BatchProgress(bars, stage, len(plan), len(done), done_rows)
         try:
             for result in self.executor.map(tasks):
-                store.save_batch(result.index, result.table, result.failures, result.metrics)
+                store.save_batch(result.index, result.table, result.failures, result.metrics, result.extras)
                 bar.advance(result.table.num_rows)
         except FactoryError:
             raise
@@ -213,9 +220,12 @@ class Runner:
 
         entry = self.recipe.stages[stage]
         tables, failures, metrics = [], [], {}
+        extra_tables: dict[str, list] = {}
         for index in range(len(plan)):
             table, fails, meta = store.load_batch(index)
             tables.append(table)
+            for name, extra in store.load_batch_extras(index).items():
+                extra_tables.setdefault(name, []).append(extra)
             failures += [{"batch": index, "reason": str(f["reason"]),
                           "record": _json({k: v for k, v in f.items() if k != "reason"})} for f in fails]
             for k, v in meta["metrics"].items():
@@ -224,7 +234,16 @@ class Runner:
         # of the output in memory; a streaming writer with fixed record batches would avoid it)
         table = pa.concat_tables(tables, promote_options="default").combine_chunks()
         dataset = Dataset(table, fingerprint=store.fingerprint)
+        extras = {name: Dataset(pa.concat_tables(parts, promote_options="default").combine_chunks(),
+                                fingerprint=f"{store.fingerprint}-{name}") for name, parts in extra_tables.items()}
         failures_ds = Dataset.from_list(failures) if failures else None
+        summary: dict[str, Any] = {}
+        if entry.spec.summarize is not None:
+            artifacts = store.dir / "artifacts"
+            artifacts.mkdir(exist_ok=True)
+            ctx = StageContext(recipe=self.recipe.name, stage=stage, seed=self.recipe.stage_seed(stage),
+                               workdir=store.work_dir)
+            summary = entry.spec.summarize(entry.options, {"data": dataset, **extras}, ctx, artifacts) or {}
         reasons: dict[str, int] = {}
         for f in failures:
             reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
@@ -245,6 +264,8 @@ class Runner:
             "platform": platform.platform(),
             "executor": self.executor.name,
             "rows": dataset.num_rows,
+            "outputs": {"data": dataset.num_rows, **{n: d.num_rows for n, d in extras.items()}},
+            "summary": summary,
             "columns": dataset.column_names,
             "features": dataset.features.to_dict(),
             "failures": len(failures),
@@ -255,7 +276,7 @@ class Runner:
             "timings": {"finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "seconds_this_run": round(seconds, 3)},
         }
-        store.finalize(dataset, failures_ds, manifest)
+        store.finalize(dataset, failures_ds, manifest, extras)
         (store.dir / "error.log").unlink(missing_ok=True)
         return StageSummary(stage, store.fingerprint, dataset.num_rows, len(failures), seconds,
                             "resumed" if resumed else "built")

@@ -8,6 +8,8 @@ resume, and stages never touch the store:
 - `INPUTS`: `(min, max)` number of upstream stages it reads (`max` may be None).
 - `run(options, inputs, ctx)`: returns a `datasets.Dataset`, a list of row dicts, or a `StageOutput`
   (rows plus kept failures and metrics). `inputs` maps upstream stage names to their datasets.
+- `summarize(options, outputs, ctx, artifacts_dir)` (optional): called once all batches are in, with every
+  output dataset by name; writes plots into `artifacts_dir` and returns a dict stored in the manifest.
 - `plan(options, inputs, ctx)` (optional): a list of JSON-serialisable batch descriptors. `run` is then called
   once per descriptor with `ctx.batch` set, each batch is checkpointed as it finishes, and a crashed build
   resumes at the first missing batch. Results must not depend on how work is split: draw randomness from
@@ -34,11 +36,13 @@ class StageOutput:
 
     `failures` rows must carry a `reason`; they are stored beside the dataset and counted in the manifest.
     `metrics` are numbers summed over batches (tokens in/out, requests, retries, ...).
+    `extras` are further named datasets (a fidelity report...), concatenated over batches and saved beside `data`.
     """
 
     data: Any
     failures: list[dict] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class StageSpec:
     plan: Callable[..., list[Any]] | None
     inputs: tuple[int, int | None]
     summary: str
+    summarize: Callable[..., dict] | None = None
 
 
 @dataclass
@@ -98,6 +103,7 @@ def spec_from_object(uses: str, obj: Any) -> StageSpec:
         plan=getattr(obj, "plan", None),
         inputs=tuple(getattr(obj, "INPUTS", (0, None))),  # type: ignore[arg-type]
         summary=doc.splitlines()[0] if doc else "",
+        summarize=getattr(obj, "summarize", None),
     )
 
 

@@ -3,6 +3,8 @@
     runs/<recipe>/<stage>/<fingerprint>/
         data/              the dataset (`Dataset.save_to_disk`)
         failures/          rows that failed validation, with their reason (only when there are any)
+        <extra>/           further named datasets of the stage (e.g. meta_personas' fidelity report)
+        artifacts/         plots and other files the stage's summary wrote
         manifest.json      config, inputs, versions, seed, counts, timings, metrics
         _COMPLETE          written last; its presence is what "finished" means
         work/              scratch that survives a crash (request caches of LLM stages)
@@ -74,33 +76,36 @@ class StageStore:
             return set()
         return {int(p.name.split("-")[1]) for p in self.partial_dir.glob("batch-*") if not p.name.endswith(".tmp")}
 
-    def save_batch(self, index: int, table: Any, failures: list[dict], metrics: dict[str, float]) -> None:
-        import pyarrow as pa
-
+    def save_batch(self, index: int, table: Any, failures: list[dict], metrics: dict[str, float],
+                   extras: dict[str, Any] | None = None) -> None:
         final = self.batch_dir(index)
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        with pa.OSFile(str(tmp / "rows.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
+        _write_arrow(tmp / "rows.arrow", table)
+        for name, extra in (extras or {}).items():
+            _write_arrow(tmp / f"extra-{name}.arrow", extra)
         with open(tmp / "failures.jsonl", "w") as f:
             f.writelines(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n" for row in failures)
         write_json_atomic(tmp / "meta.json", {"rows": table.num_rows, "failures": len(failures), "metrics": metrics})
         os.replace(tmp, final)  # the rename is the batch's completion marker
 
     def load_batch(self, index: int) -> tuple[Any, list[dict], dict[str, Any]]:
-        import pyarrow as pa
-
         d = self.batch_dir(index)
-        with pa.memory_map(str(d / "rows.arrow")) as source:
-            table = pa.ipc.open_file(source).read_all()
         failures = [json.loads(line) for line in (d / "failures.jsonl").read_text().splitlines() if line]
-        return table, failures, json.loads((d / "meta.json").read_text())
+        return _read_arrow(d / "rows.arrow"), failures, json.loads((d / "meta.json").read_text())
+
+    def load_batch_extras(self, index: int) -> dict[str, Any]:
+        d = self.batch_dir(index)
+        return {p.stem.removeprefix("extra-"): _read_arrow(p) for p in sorted(d.glob("extra-*.arrow"))}
 
     # --- finishing --------------------------------------------------------------------------------------------
-    def finalize(self, dataset: Any, failures: Any | None, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Write data, failures, manifest, then the marker; returns the marker."""
-        for target, ds in ((self.data_dir, dataset), (self.failures_dir, failures)):
+    def finalize(self, dataset: Any, failures: Any | None, manifest: dict[str, Any],
+                 extras: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write data, failures, extra datasets, manifest, then the marker; returns the marker."""
+        outputs = [(self.data_dir, dataset), (self.failures_dir, failures)]
+        outputs += [(self.dir / name, ds) for name, ds in (extras or {}).items()]
+        for target, ds in outputs:
             shutil.rmtree(target, ignore_errors=True)
             if ds is None:
                 continue
@@ -119,6 +124,20 @@ class StageStore:
         write_json_atomic(self.marker_path, marker)
         shutil.rmtree(self.partial_dir, ignore_errors=True)
         return marker
+
+
+def _write_arrow(path: Path, table: Any) -> None:
+    import pyarrow as pa
+
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _read_arrow(path: Path) -> Any:
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
 
 
 def content_hash(folder: Path) -> str:

@@ -50,6 +50,22 @@ def geographies() -> pd.DataFrame:
                          "name": t.geo["state_name"].to_numpy(), "fips": t.geo["state_fips"].to_numpy()})
 
 
+def population(geo: str, min_age: int = 18, max_age: int = vocab.MAX_AGE) -> float:
+    """Persons in the age universe (S0101), for splitting a total in proportion to population."""
+    from factory.census.model import GeoSpec, universe_factor
+
+    g = _Geo(geo)
+    ages = core_margins_age(g)
+    probe = GeoSpec(geo, "", "", 0.0, [], [], min_age=min_age, max_age=max_age)
+    return float((ages.sum(axis=1) * universe_factor(probe)).sum())
+
+
+def core_margins_age(g: "_Geo") -> np.ndarray:
+    male, female = g.s("S0101", 3, range(5, 20)), g.s("S0101", 5, range(5, 20))  # 15-19 ... 85+
+    m1517, f1517 = g.e("S0101", "S0101_C03_021E"), g.e("S0101", "S0101_C05_021E")
+    return np.stack([np.r_[male[0] - m1517, male[1:]], np.r_[female[0] - f1517, female[1:]]], axis=1)
+
+
 class _Geo:
     """Variable lookups for one geography."""
 
@@ -100,9 +116,7 @@ def _emp_from_rates(pop: np.ndarray, lfpr: np.ndarray, epr: np.ndarray, ur: np.n
 def core_margins(g: _Geo) -> list[Margin]:
     out: list[Margin] = []
     # age x sex (S0101): the one count margin; 18-19 = 15-19 minus 15-17
-    male, female = g.s("S0101", 3, range(5, 20)), g.s("S0101", 5, range(5, 20))  # 15-19 ... 85+
-    m1517, f1517 = g.e("S0101", "S0101_C03_021E"), g.e("S0101", "S0101_C05_021E")
-    ages = np.stack([np.r_[male[0] - m1517, male[1:]], np.r_[female[0] - f1517, female[1:]]], axis=1)
+    ages = core_margins_age(g)
     out.append(Margin("S0101 age x sex", ("age_band", "sex"), {"age_band": ident("age_band"), "sex": ident("sex")},
                       ages, mode="count"))
 
@@ -468,8 +482,8 @@ def geo_spec(geo: str, min_age: int = 18, max_age: int = vocab.MAX_AGE) -> GeoSp
     margins = core_margins(g)
     blks, derived = blocks(g)
     row = geos.loc[geo]
-    adults = margins[0].table.sum()
-    spec = GeoSpec(geo=geo, geo_id=str(row["geo_id"]), name=str(row["name"]), population=float(adults),
+    spec = GeoSpec(geo=geo, geo_id=str(row["geo_id"]), name=str(row["name"]),
+                   population=population(geo, min_age, max_age),
                    core_margins=margins, blocks=blks, core_seed=core_seed(), derived_ages=derived,
                    hispanic_race=hispanic_race(g), min_age=min_age, max_age=max_age,
                    sources=[f"{NAME} {t}" for t in TABLES])

@@ -169,24 +169,37 @@ def stratified_conditional(cdf: np.ndarray, parent: np.ndarray, rng: np.random.G
 
     Persons of each parent cell are ranked in a fresh random order and spread evenly over the cell's cumulative
     distribution (systematic sampling per cell), so crosstabs of the sample carry no multinomial noise; the fresh
-    order keeps two children of the same parents independent given the parents.
+    order keeps two children of the same parents independent given the parents. O(n): one radix sort on small
+    keys, and the categories are laid out per cell with `repeat` instead of a search per person.
     """
     n = parent.shape[0]
+    n_cells, k = cdf.shape
     if n == 0:
         return np.zeros(0, dtype=np.int16)
     shuffle = rng.permutation(n)
-    order = shuffle[np.argsort(parent[shuffle], kind="stable")]
-    sorted_parent = parent[order]
-    starts = np.flatnonzero(np.r_[True, sorted_parent[1:] != sorted_parent[:-1]])
-    sizes = np.diff(np.r_[starts, n])
-    rank = np.arange(n) - np.repeat(starts, sizes)
-    offset = rng.random(len(starts))
-    u = (np.repeat(offset, sizes) + rank) / np.repeat(sizes, sizes)
-    rows = cdf[sorted_parent]
-    child_sorted = (u[:, None] >= rows[:, :-1]).sum(axis=1)
+    key = parent[shuffle]
+    key = key.astype(np.uint16 if n_cells < 2**16 else np.int64)
+    order = shuffle[np.argsort(key, kind="stable")]
+    sizes = np.bincount(parent, minlength=n_cells)
+    offset = rng.random(n_cells)
+    # rank r of a cell of size m gets u = (offset + r) / m; category j starts at the first r with u >= cdf[j-1]
+    bounds = np.ceil(cdf[:, :-1] * sizes[:, None] - offset[:, None]).clip(0, None)
+    bounds = np.minimum(bounds, sizes[:, None]).astype(np.int64)
+    edges = np.concatenate([np.zeros((n_cells, 1), np.int64), bounds, sizes[:, None]], axis=1)
+    counts = np.diff(edges, axis=1)
+    child_sorted = np.repeat(np.tile(np.arange(k, dtype=np.int16), n_cells), counts.ravel())
     child = np.empty(n, dtype=np.int16)
     child[order] = child_sorted
     return child
+
+
+def search_rows(cdf: np.ndarray, row: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Inverse-CDF draw per person from row `row` of `cdf` (rows cumulative, ending at 1), by one searchsorted
+    over all rows laid end to end (row + cdf is increasing)."""
+    k = cdf.shape[1]
+    flat = (np.arange(cdf.shape[0])[:, None] + np.minimum(cdf, 1.0 - 1e-12)).ravel()
+    pos = np.searchsorted(flat, row + u, side="right")
+    return (pos - row * k).clip(0, k - 1)
 
 
 def flat_index(codes: dict[str, np.ndarray], names: list[str], sizes: list[int]) -> np.ndarray:
@@ -237,8 +250,7 @@ def single_year_ages(spec: GeoSpec, band: np.ndarray, education: np.ndarray, rng
                 w[lo:hi + 1] = weights[lo:hi + 1] if weights[lo:hi + 1].sum() else 1.0
             table[b * n_edu + e] = np.cumsum(w) / w.sum()
     parent = band.astype(np.int64) * n_edu + education
-    u = rng.random(band.shape[0])
-    return (u[:, None] >= table[parent][:, :-1]).sum(axis=1).astype(np.int16)
+    return search_rows(table, parent, rng.random(band.shape[0])).astype(np.int16)
 
 
 def race_alone(race_ethnicity: np.ndarray, hispanic_mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:

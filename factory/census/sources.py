@@ -1,0 +1,32 @@
+"""Census sources behind one interface: list geographies, give a geography's `GeoSpec`.
+
+- `acs2018` (default): ACS 2018 1-year, 50 states + DC, 16 tables (see `acs2018.py`).
+- `acs2023`: ACS 2023 1-year subset, 50 states, DP02/DP03/DP05/S2301/S2401; what it lacks is carried by the same
+  state's ACS 2018 fit as the seed (the 2018 structure raked to 2023 margins).
+- `tidy`: a user file of one- and two-way tables (`factory/census/tidy.py`), raked onto a base ACS 2018 state.
+"""
+
+from __future__ import annotations
+
+import csv
+from functools import lru_cache
+
+from factory.resources import data_path
+
+SOURCES = {
+    "acs2018": "ACS 2018 1-year state tables (50 states + DC, 16 tables)",
+    "acs2023": "ACS 2023 1-year subset (50 states, 5 tables), seeded by each state's ACS 2018 structure",
+    "tidy": "your own one- and two-way marginals in the tidy format (a city, a county, another country)",
+}
+
+
+@lru_cache(maxsize=1)
+def states() -> list[dict[str, str]]:
+    """The 50 states + DC (fips, postal code, name), read without heavy imports (for `factory validate`)."""
+    with open(data_path("census", "states.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def state_codes(source: str) -> list[str]:
+    codes = [s["state_po"] for s in states()]
+    return [c for c in codes if c != "DC"] if source == "acs2023" else codes

@@ -1,0 +1,173 @@
+"""Sample census-faithful synthetic people (demographics joint-fitted from ACS crosstabs, plus Big Five traits).
+
+Inputs: none.
+Output (one row per person; categoricals are `ClassLabel`s whose names are the census categories):
+    person_id (str), geography, geography_id (str), geography_name (str), weight (float64: people represented),
+    age (int16), age_band, sex, race_ethnicity, hispanic (bool), race, education, school_enrollment,
+    marital_status, relationship, household_type, employment_status, occupation, industry, class_of_worker,
+    household_income, health_insurance, veteran_status, language, english_ability, nativity, citizenship,
+    openness, conscientiousness, extraversion, agreeableness, neuroticism (float32, 0-1)
+  `mode: paper` instead writes the persona-catch study's meta persona: person_id, STATE, AGE, SEX, RACE, weight.
+Extra output `fidelity` (one row per geography x census table used): tvd, max_abs_error, tvd_oneway, fit_tvd;
+plots in artifacts/fidelity.png.
+
+Example:
+    stages:
+      people:
+        uses: meta_personas
+        geographies: [NY, WY, DC]     # or all
+        n_per_geography: 1000         # or n_total: 100000, split in proportion to population
+
+How it is built (see `factory.census.model` for the dependency structure and `factory.census.acs2018` for the
+tables and priors): per geography, a joint of age band x sex x race/ethnicity x education x marital status x
+employment x nativity is fitted by iterative proportional fitting to every ACS one- and two-way table that
+crosses them; it is sampled systematically (each cell's count within one of its expectation) and the other
+attributes are drawn conditionally on their parents, each conditional itself fitted to the tables that cross it.
+Randomness comes from the stage seed and the geography only, so the same recipe gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import AfterValidator, Field, model_validator
+
+from factory.errors import DataError, did_you_mean
+from factory.options import DataFile, Options, StageOptions
+from factory.stage import StageContext, StageOutput
+
+VERSION = 1
+INPUTS = (0, 0)
+
+TARGET_PRESETS = {
+    # the personality-populations study's four target groups, (O, C, E, A, N)
+    "mbti_roles": {"Analyst": [0.90, 0.60, 0.35, 0.25, 0.35], "Diplomat": [0.90, 0.50, 0.45, 0.90, 0.60],
+                   "Sentinel": [0.25, 0.90, 0.50, 0.65, 0.40], "Explorer": [0.40, 0.25, 0.80, 0.65, 0.25]},
+}
+
+
+def _unit_vector(v: list[float]) -> list[float]:
+    if len(v) != 5 or not all(0.0 <= x <= 1.0 for x in v):
+        raise ValueError("a Big Five target is five numbers in [0, 1] (O, C, E, A, N)")
+    return v
+
+
+class BigFiveOptions(Options):
+    mode: Literal["census", "targets", "none"] = Field(
+        "census", description="census: conditional normal on age, sex and US birth; targets: around given vectors")
+    targets: dict[str, Annotated[list[float], AfterValidator(_unit_vector)]] | str | None = Field(
+        None, description="name -> [O, C, E, A, N], or a preset name ('mbti_roles'); assigned round-robin")
+    spread: float = Field(0.0, ge=0, le=0.5, description="standard deviation around target vectors")
+
+    @model_validator(mode="after")
+    def _targets(self) -> "BigFiveOptions":
+        if self.mode == "targets":
+            if self.targets is None:
+                raise ValueError("mode 'targets' needs targets (a mapping or a preset name)")
+            if isinstance(self.targets, str) and self.targets not in TARGET_PRESETS:
+                raise ValueError(f"unknown preset '{self.targets}'{did_you_mean(self.targets, TARGET_PRESETS)}")
+        return self
+
+    def vectors(self) -> tuple[list[str], np.ndarray]:
+        t = TARGET_PRESETS[self.targets] if isinstance(self.targets, str) else (self.targets or {})
+        return list(t), np.array(list(t.values()))
+
+
+class Options(StageOptions):
+    source: Literal["acs2018", "acs2023", "tidy"] = Field("acs2018", description="census source (factory ls)")
+    geographies: list[str] | Literal["all"] = Field(
+        "all", description="state postal codes (NY, DC, ...), or the geography names of a tidy file; 'all'")
+    n_per_geography: int | None = Field(None, ge=1, description="persons per geography (default 1000)")
+    n_total: int | None = Field(None, ge=1, description="persons in all, split in proportion to population")
+    min_age: int = Field(18, ge=18, le=99, description="youngest age in the universe")
+    max_age: int = Field(99, ge=18, le=99, description="oldest age in the universe (85+ is spread up to 99)")
+    mode: Literal["full", "paper"] = Field(
+        "full", description="full attribute set, or the persona-catch study's AGE/SEX/RACE/STATE meta persona")
+    bigfive: BigFiveOptions = Field(default_factory=BigFiveOptions)
+    marginals: DataFile | None = Field(None, description="tidy source: the marginals file")
+    base_geography: str | None = Field(None, description="tidy source: ACS 2018 state whose structure seeds the fit")
+    ipf_tolerance: float = Field(1e-6, gt=0, le=0.01, description="IPF stops when every table is this close (TV)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Options":
+        from factory.census.sources import state_codes
+
+        if self.n_per_geography is not None and self.n_total is not None:
+            raise ValueError("give n_per_geography or n_total, not both")
+        if self.min_age > self.max_age:
+            raise ValueError(f"min_age {self.min_age} is above max_age {self.max_age}")
+        if self.source == "tidy":
+            if self.marginals is None or self.base_geography is None:
+                raise ValueError("source 'tidy' needs marginals (the file) and base_geography (an ACS 2018 state)")
+        elif self.marginals is not None:
+            raise ValueError(f"marginals is only read by source 'tidy', not '{self.source}'")
+        if self.base_geography is not None and self.base_geography not in state_codes("acs2018"):
+            raise ValueError(f"unknown base_geography '{self.base_geography}'"
+                             f"{did_you_mean(self.base_geography, state_codes('acs2018'))}")
+        if self.source != "tidy" and self.geographies != "all":
+            known = state_codes(self.source)
+            for g in self.geographies:
+                if g not in known:
+                    raise ValueError(f"unknown geography '{g}' for {self.source}{did_you_mean(g, known)}")
+        return self
+
+
+def _source(options: Options):
+    if options.source == "acs2018":
+        from factory.census import acs2018
+
+        return acs2018
+    if options.source == "acs2023":
+        from factory.census import acs2023
+
+        return acs2023
+    from factory.census import tidy
+
+    return tidy.TidySource(options.marginals.resolved, options.base_geography)
+
+
+def plan(options: Options, inputs: dict, ctx: StageContext) -> list[dict]:
+    source = _source(options)
+    geos = source.geographies()
+    names = list(geos["geo"])
+    chosen = names if options.geographies == "all" else list(options.geographies)
+    for g in chosen:
+        if g not in names:
+            raise DataError(f"stages.{ctx.stage}.geographies: unknown geography '{g}'{did_you_mean(g, names)}")
+    if options.n_total is None:
+        n = options.n_per_geography or 1000
+        return [{"geo": g, "n": n} for g in chosen]
+    pops = np.array([source.population(g, options.min_age, options.max_age) for g in chosen])
+    quota = options.n_total * pops / pops.sum()
+    counts = np.floor(quota).astype(int)
+    rest = options.n_total - counts.sum()
+    counts[np.argsort(-(quota - counts), kind="stable")[:rest]] += 1  # largest remainders
+    return [{"geo": g, "n": int(c)} for g, c in zip(chosen, counts) if c > 0]
+
+
+def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
+    from factory.census import fidelity, model, persons
+
+    source = _source(options)
+    geo, n = ctx.batch["geo"], ctx.batch["n"]
+    spec = source.geo_spec(geo, options.min_age, options.max_age)
+    fitted = model.fit(spec, tol=options.ipf_tolerance)
+    rng = ctx.rng("persons", geo)
+    codes = model.sample(fitted, n, rng)
+    traits = persons.big_five(codes, options.bigfive, ctx.rng("bigfive", geo))
+    all_geos = list(source.geographies()["geo"])
+    if options.mode == "paper":
+        data = persons.paper_dataset(spec, codes, n, all_geos)
+    else:
+        data = persons.full_dataset(spec, codes, traits, n, all_geos)
+    report = fidelity.report(spec, codes, fitted.fit_errors)
+    metrics = {f"rule_violations.{k}": v for k, v in persons.rule_checks(codes).items()}
+    metrics["persons"] = n
+    return StageOutput(data, metrics=metrics, extras={"fidelity": report})
+
+
+def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts) -> dict:
+    from factory.census.persons import fidelity_summary
+
+    return fidelity_summary(outputs["fidelity"], artifacts)
