@@ -113,11 +113,35 @@ def ls() -> None:
     for name in registry.BACKENDS:
         doc = (registry.backend(name).__doc__ or "").strip().splitlines()
         click.echo(f"  {name:<16} {doc[0] if doc else ''}")
+    from factory.census.sources import SOURCES
     from factory.questionsets import SETS
 
+    click.echo("census sources (stage 'meta_personas', option source):")
+    for name, summary in SOURCES.items():
+        click.echo(f"  {name:<16} {summary}")
     click.echo("question sets (stage 'questions', option sets):")
     for name, summary in SETS.items():
         click.echo(f"  {name:<16} {summary}")
+
+
+@main.group()
+def census() -> None:
+    """Census data: fetch more ACS vintages."""
+
+
+@census.command()
+@click.option("--year", type=int, required=True, help="ACS 1-year vintage, e.g. 2019")
+@click.option("--table", "tables", multiple=True, help="table to fetch (repeatable); default: every table "
+                                                          "meta_personas reads")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="folder to write")
+@click.option("--base-url", default="https://api.census.gov/data", show_default=True, help="Census API root")
+def fetch(year: int, tables: tuple[str, ...], out: Path, base_url: str) -> None:
+    """Download ACS state tables (needs CENSUS_API_KEY and network) for `census_dir:` in a recipe."""
+    from factory.census import acs2018
+    from factory.census.fetch import fetch as do_fetch
+
+    for path in do_fetch(year, list(tables) or list(acs2018.TABLES), out, base_url):
+        click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":

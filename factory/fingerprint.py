@@ -39,6 +39,16 @@ def sha256_file(path: Path) -> str:
     return _FILE_CACHE[key]
 
 
+def sha256_path(path: Path) -> str:
+    """A file's sha256, or for a folder the sha256 of its files' relative names and hashes."""
+    if not path.is_dir():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
 def referenced_backends(options: Any) -> list[str]:
     names: list[str] = []
     for attr in ("backend", "judge_backend"):
@@ -56,7 +66,7 @@ def stage_payload(recipe: Any, name: str, upstream: dict[str, str]) -> dict[str,
         "version": entry.spec.version,
         "options": semantic_dump(entry.options),
         "backends": {b: semantic_dump(recipe.backends[b]) for b in referenced_backends(entry.options)},
-        "files": {str(f): sha256_file(f.resolved) for f in data_files(entry.options)},
+        "files": {str(f): sha256_path(f.resolved) for f in data_files(entry.options)},
         "inputs": {i: upstream[i] for i in entry.inputs},
         "seed": recipe.stage_seed(name),
     }

@@ -73,6 +73,24 @@ class DataFile(str):
         return cls(value, resolved)
 
 
+class DataDir(DataFile):
+    """A folder of data files (as written in the recipe), known to exist; every file's bytes are hashed."""
+
+    @classmethod
+    def _validate(cls, value: Any, info: ValidationInfo) -> "DataDir":
+        if isinstance(value, DataDir):
+            return value
+        base = Path((info.context or {}).get("base_dir", "."))
+        path = Path(value).expanduser()
+        resolved = (path if path.is_absolute() else base / path).resolve()
+        if not resolved.is_dir():
+            raise ValueError(f"folder not found: {value}")
+        return cls(value, resolved)
+
+    def __reduce__(self):
+        return (DataDir, (str(self), self.resolved))
+
+
 def operational_fields(model: type[BaseModel]) -> set[str]:
     return {
         name

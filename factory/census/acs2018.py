@@ -10,6 +10,7 @@ priors only: IPF moves them to every table that exists.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,29 +33,73 @@ S1201_MARITAL_COLS = {"Now married, except separated": 2, "Widowed": 3, "Divorce
                       "Never married": 6}
 
 
-@lru_cache(maxsize=1)
-def labels() -> dict[str, str]:
-    v = pd.read_parquet(data_path("census", "acs2018_1yr_state", "variables.parquet"))
-    return dict(zip(v["VARIABLE"], v["LABEL"]))
+# Label contract: a folder of API-format tables (another vintage fetched with `factory census fetch`) is only
+# read if these variables mean what this module assumes; Census renumbers subject-table rows between vintages.
+LABEL_CONTRACT = {
+    "S0101_C03_005E": "15 to 19 years", "S0101_C03_021E": "15 to 17 years", "S0101_C01_022E": "Under 18 years",
+    "S0101_C01_026E": "18 years and over", "S0101_C01_030E": "65 years and over",
+    "S1201_C01_003E": "15 to 19 years", "S1201_C02_003E": "Now married", "S1201_C06_015E": "65 years and over",
+    "S1501_C03_002E": "Less than high school graduate", "S1501_C03_013E": "Graduate or professional degree",
+    "S1501_C03_016E": "25 to 34 years", "S1501_C03_031E": "White alone, not Hispanic",
+    "S1501_C03_052E": "Hispanic", "S2301_C01_002E": "16 to 19 years", "S2301_C01_011E": "75 years and over",
+    "S2301_C01_022E": "Male", "S2301_C01_035E": "Bachelor's degree or higher",
+    "S2401_C02_004E": "Management occupations", "S2401_C02_036E": "Material moving occupations",
+    "S2403_C02_003E": "Agriculture, forestry, fishing and hunting", "S2403_C02_027E": "Public administration",
+    "S2701_C02_003E": "6 to 18 years", "S2701_C02_010E": "75 years and older", "S2701_C02_044E": "Employed",
+    "S2101_C03_009E": "18 to 34 years", "S2101_C03_013E": "75 years and over",
+    "S1601_C03_006E": "Spanish!!18 to 64 years old", "S1601_C05_019E": "Other languages!!65 years old and over",
+    "S1901_C03_002E": "Less than $10,000", "S0501_C02_006E": "18 to 24 years",
+    "DP02_0017E": "Population in households", "DP02_0057E": "College or graduate school",
+    "DP02_0087E": "Native", "DP03_0047E": "Private wage and salary workers", "DP05_0071E": "Hispanic or Latino",
+    "DP05_0083E": "Two or more races",
+}
+
+
+@lru_cache(maxsize=4)
+def labels(root: str | None = None) -> dict[str, str]:
+    if root is None:
+        v = pd.read_parquet(data_path("census", "acs2018_1yr_state", "variables.parquet"))
+    else:
+        files = sorted(Path(root).glob("*variables*.csv"))
+        if not files:
+            raise DataError(f"{root}: no *variables*.csv file (variable labels) in the census folder")
+        v = pd.read_csv(files[0], dtype=str, keep_default_na=False)
+        for col in ("VARIABLE", "LABEL"):
+            if col not in v.columns:
+                raise DataError(f"{files[0]}: missing column '{col}'")
+    out = dict(zip(v["VARIABLE"], v["LABEL"]))
+    if root is not None:
+        for var, expected in LABEL_CONTRACT.items():
+            if expected not in out.get(var, ""):
+                raise DataError(f"{root}: variable {var} is labelled '{out.get(var, '(missing)')}', expected "
+                                f"'...{expected}...' (a vintage with another table layout)")
+    return out
 
 
 @lru_cache(maxsize=None)
-def table(name: str) -> ApiTable:
-    path = data_path("census", "acs2018_1yr_state", f"acs2018_1yr_state_{name}.csv.gz")
-    return read_api_table(path, name, labels())
+def table(name: str, root: str | None = None) -> ApiTable:
+    names = labels(root)  # first: a folder of another layout is refused before anything is read from it
+    if root is None:
+        path = data_path("census", "acs2018_1yr_state", f"acs2018_1yr_state_{name}.csv.gz")
+    else:
+        found = sorted(Path(root).glob(f"*_{name}.csv*"))
+        if not found:
+            raise DataError(f"{root}: no table {name} (a file named *_{name}.csv)")
+        path = found[0]
+    return read_api_table(path, name, names)
 
 
-def geographies() -> pd.DataFrame:
-    t = table("S0101")
+def geographies(root: str | None = None) -> pd.DataFrame:
+    t = table("S0101", root)
     return pd.DataFrame({"geo": t.values.index, "geo_id": t.geo["GEO_ID"].to_numpy(),
                          "name": t.geo["state_name"].to_numpy(), "fips": t.geo["state_fips"].to_numpy()})
 
 
-def population(geo: str, min_age: int = 18, max_age: int = vocab.MAX_AGE) -> float:
+def population(geo: str, min_age: int = 18, max_age: int = vocab.MAX_AGE, root: str | None = None) -> float:
     """Persons in the age universe (S0101), for splitting a total in proportion to population."""
     from factory.census.model import GeoSpec, universe_factor
 
-    g = _Geo(geo)
+    g = _Geo(geo, root)
     ages = core_margins_age(g)
     probe = GeoSpec(geo, "", "", 0.0, [], [], min_age=min_age, max_age=max_age)
     return float((ages.sum(axis=1) * universe_factor(probe)).sum())
@@ -69,18 +114,22 @@ def core_margins_age(g: "_Geo") -> np.ndarray:
 class _Geo:
     """Variable lookups for one geography."""
 
-    def __init__(self, geo: str):
+    def __init__(self, geo: str, root: str | None = None):
         self.geo = geo
+        self.root = root
         self.skipped: list[str] = []
 
+    def table(self, tbl: str) -> ApiTable:
+        return table(tbl, self.root)
+
     def e(self, tbl: str, var: str) -> float:
-        return table(tbl).estimate(self.geo, var)
+        return self.table(tbl).estimate(self.geo, var)
 
     def s(self, tbl: str, col: int, rows: list[int] | range) -> np.ndarray:
-        return table(tbl).estimates(self.geo, [f"{tbl}_C{col:02d}_{r:03d}E" for r in rows])
+        return self.table(tbl).estimates(self.geo, [f"{tbl}_C{col:02d}_{r:03d}E" for r in rows])
 
     def dp(self, tbl: str, rows: list[int] | range) -> np.ndarray:
-        return table(tbl).estimates(self.geo, [f"{tbl}_{r:04d}E" for r in rows])
+        return self.table(tbl).estimates(self.geo, [f"{tbl}_{r:04d}E" for r in rows])
 
 
 def ident(dim: str) -> np.ndarray:
@@ -201,7 +250,7 @@ def core_margins(g: _Geo) -> list[Margin]:
                        "employment_status": ident("employment_status")}, emp_edu[None], given=("age_band", "education")))
 
     # nativity: S0501 crosses where the state has them, else DP02's one-way shares of all ages
-    if g.geo in table("S0501").values.index and not np.isnan(g.s("S0501", 2, [1])).any():
+    if g.geo in g.table("S0501").values.index and not np.isnan(g.s("S0501", 2, [1])).any():
         cols = (2, 4, 5)  # native, naturalized, not a citizen
         totals = np.array([g.e("S0501", f"S0501_C{c:02d}_001E") for c in cols])
 
@@ -398,7 +447,7 @@ def language_by_nativity(g: _Geo, lang_cats: list[str]) -> np.ndarray:
     well, per nativity; flat where the state has no S0501."""
     coarse = np.array([0] + [1, 2] * 4)
     out = np.ones((3, len(lang_cats)))
-    if g.geo not in table("S0501").values.index or np.isnan(g.s("S0501", 2, [45])).any():
+    if g.geo not in g.table("S0501").values.index or np.isnan(g.s("S0501", 2, [45])).any():
         g.skipped.append("S0501 language by nativity (not published for this state): no nativity prior")
         return out
     for i, c in enumerate((2, 4, 5)):
@@ -472,20 +521,21 @@ def hispanic_race(g: _Geo) -> np.ndarray:
     return mix if mix.sum() > 0 else np.ones(7)
 
 
-def geo_spec(geo: str, min_age: int = 18, max_age: int = vocab.MAX_AGE) -> GeoSpec:
-    geos = geographies().set_index("geo")
+def geo_spec(geo: str, min_age: int = 18, max_age: int = vocab.MAX_AGE, root: str | None = None) -> GeoSpec:
+    """Everything ACS 2018 (or a fetched folder of the same layout, `root`) says about one state."""
+    geos = geographies(root).set_index("geo")
     if geo not in geos.index:
         from factory.errors import did_you_mean
 
         raise DataError(f"{NAME}: unknown geography '{geo}'{did_you_mean(geo, list(geos.index))}")
-    g = _Geo(geo)
+    g = _Geo(geo, root)
     margins = core_margins(g)
     blks, derived = blocks(g)
     row = geos.loc[geo]
     spec = GeoSpec(geo=geo, geo_id=str(row["geo_id"]), name=str(row["name"]),
-                   population=population(geo, min_age, max_age),
+                   population=population(geo, min_age, max_age, root),
                    core_margins=margins, blocks=blks, core_seed=core_seed(), derived_ages=derived,
                    hispanic_race=hispanic_race(g), min_age=min_age, max_age=max_age,
-                   sources=[f"{NAME} {t}" for t in TABLES])
+                   sources=[f"{NAME if root is None else root} {t}" for t in TABLES])
     spec.sources += [f"skipped: {s}" for s in g.skipped]
     return spec

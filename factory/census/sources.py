@@ -30,3 +30,25 @@ def states() -> list[dict[str, str]]:
 def state_codes(source: str) -> list[str]:
     codes = [s["state_po"] for s in states()]
     return [c for c in codes if c != "DC"] if source == "acs2023" else codes
+
+
+class ACSFolder:
+    """ACS tables in the ACS 2018 layout read from a folder (a vintage added with `factory census fetch`)."""
+
+    def __init__(self, root: str):
+        self.root = str(root)
+
+    def geographies(self):
+        from factory.census import acs2018
+
+        return acs2018.geographies(self.root)
+
+    def population(self, geo: str, min_age: int = 18, max_age: int = 99) -> float:
+        from factory.census import acs2018
+
+        return acs2018.population(geo, min_age, max_age, self.root)
+
+    def geo_spec(self, geo: str, min_age: int = 18, max_age: int = 99):
+        from factory.census import acs2018
+
+        return acs2018.geo_spec(geo, min_age, max_age, self.root)

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import AfterValidator, Field, model_validator
 
 from factory.errors import DataError, did_you_mean
-from factory.options import DataFile, Options, StageOptions
+from factory.options import DataDir, DataFile, Options, StageOptions
 from factory.stage import StageContext, StageOutput
 
 VERSION = 1
@@ -85,6 +85,9 @@ class Options(StageOptions):
     mode: Literal["full", "paper"] = Field(
         "full", description="full attribute set, or the persona-catch study's AGE/SEX/RACE/STATE meta persona")
     bigfive: BigFiveOptions = Field(default_factory=BigFiveOptions)
+    census_dir: DataDir | None = Field(
+        None, description="acs2018 source: read the tables from this folder instead (another vintage in the same "
+                          "layout, e.g. from `factory census fetch`); its variable labels are checked")
     marginals: DataFile | None = Field(None, description="tidy source: the marginals file")
     base_geography: str | None = Field(None, description="tidy source: ACS 2018 state whose structure seeds the fit")
     ipf_tolerance: float = Field(1e-6, gt=0, le=0.01, description="IPF stops when every table is this close (TV)")
@@ -102,10 +105,12 @@ class Options(StageOptions):
                 raise ValueError("source 'tidy' needs marginals (the file) and base_geography (an ACS 2018 state)")
         elif self.marginals is not None:
             raise ValueError(f"marginals is only read by source 'tidy', not '{self.source}'")
+        if self.census_dir is not None and self.source != "acs2018":
+            raise ValueError(f"census_dir is only read by source 'acs2018', not '{self.source}'")
         if self.base_geography is not None and self.base_geography not in state_codes("acs2018"):
             raise ValueError(f"unknown base_geography '{self.base_geography}'"
                              f"{did_you_mean(self.base_geography, state_codes('acs2018'))}")
-        if self.source != "tidy" and self.geographies != "all":
+        if self.source != "tidy" and self.census_dir is None and self.geographies != "all":
             known = state_codes(self.source)
             for g in self.geographies:
                 if g not in known:
@@ -114,6 +119,10 @@ class Options(StageOptions):
 
 
 def _source(options: Options):
+    if options.source == "acs2018" and options.census_dir is not None:
+        from factory.census.sources import ACSFolder
+
+        return ACSFolder(str(options.census_dir.resolved))
     if options.source == "acs2018":
         from factory.census import acs2018
 

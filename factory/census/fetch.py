@@ -1,0 +1,79 @@
+"""`factory census fetch`: download ACS 1-year state tables from the Census API into the shipped layout.
+
+Writes `acs<year>_1yr_state_<TABLE>.csv` (one row per state: GEO_ID, state_fips, state_po, state_name, then every
+variable of the table) and `acs<year>_1yr_variables.csv` (VARIABLE, TYPE, LABEL, GROUP), which a recipe then reads
+with `source: acs2018` and `census_dir: <folder>`. The key comes from CENSUS_API_KEY and is never written or
+printed; errors name the table and the HTTP status, not the URL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+
+from factory.census.apiformat import api_json_to_frame, table_from_frame
+from factory.census.sources import states
+from factory.errors import DataError, FactoryError
+
+API = "https://api.census.gov/data"
+KEY_ENV = "CENSUS_API_KEY"
+
+
+def dataset_path(table: str) -> str:
+    return "acs/acs1/subject" if table.startswith("S") else "acs/acs1/profile" if table.startswith("DP") else "acs/acs1"
+
+
+def _get(url: str, what: str, timeout: float) -> object:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (https or a test's loopback)
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        raise FactoryError(f"census fetch: {what}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise FactoryError(f"census fetch: {what}: network error ({reason})") from None
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        raise DataError(f"census fetch: {what}: the answer is not JSON (an invalid key gets an HTML page)") from None
+
+
+def fetch(year: int, tables: list[str], out: Path, base_url: str = API, timeout: float = 60.0) -> list[Path]:
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        raise FactoryError(f"census fetch: set {KEY_ENV} (a free key from the Census Bureau) to use the Census API")
+    out.mkdir(parents=True, exist_ok=True)
+    by_fips = {s["state_fips"]: s for s in states()}
+    written: list[Path] = []
+    variables = []
+    for table in tables:
+        kind = dataset_path(table)
+        query = urllib.parse.urlencode({"get": f"group({table})", "for": "state:*", "key": key})
+        rows = _get(f"{base_url}/{year}/{kind}?{query}", f"{table} {year}", timeout)
+        frame = api_json_to_frame(rows)  # type: ignore[arg-type]
+        if "state" not in frame.columns:
+            raise DataError(f"census fetch: {table} {year}: the answer has no 'state' column")
+        frame = frame[frame["state"].isin(by_fips)].copy()
+        frame.insert(1, "state_fips", frame["state"])
+        frame.insert(2, "state_po", [by_fips[f]["state_po"] for f in frame["state"]])
+        frame.insert(3, "state_name", [by_fips[f]["state_name"] for f in frame["state"]])
+        frame = frame.drop(columns=[c for c in ("state", "NAME") if c in frame.columns])
+        frame = frame.sort_values("state_fips").reset_index(drop=True)
+        table_from_frame(frame, f"{table} {year}", table, {})  # the same checks as reading the file back
+        path = out / f"acs{year}_1yr_state_{table}.csv"
+        frame.to_csv(path, index=False)
+        written.append(path)
+        meta = _get(f"{base_url}/{year}/{kind}/groups/{table}.json", f"{table} {year} variables", timeout)
+        for var, info in (meta.get("variables", {}) if isinstance(meta, dict) else {}).items():
+            variables.append({"VARIABLE": var, "TYPE": info.get("predicateType", ""), "LABEL": info.get("label", ""),
+                              "GROUP": table})
+    vpath = out / f"acs{year}_1yr_variables.csv"
+    pd.DataFrame(variables, columns=["VARIABLE", "TYPE", "LABEL", "GROUP"]).to_csv(vpath, index=False)
+    written.append(vpath)
+    return written
