@@ -49,8 +49,9 @@ def _run(options, inputs, ctx):
     return Dataset.from_dict({"row": rows, "value": values, "text": [f"person {i}" for i in rows]})
 
 
-synthetic = SimpleNamespace(__doc__="Synthetic rows for benchmarks.", VERSION=1, INPUTS=(0, 0),
-                            Options=SyntheticOptions, plan=_plan, run=_run)
+synthetic = SimpleNamespace(
+    __doc__="Synthetic rows for benchmarks.", VERSION=1, INPUTS=(0, 0), Options=SyntheticOptions, plan=_plan, run=_run
+)
 
 
 def _timed(fn):
@@ -93,11 +94,15 @@ def bench_questions(tmp: Path) -> None:
     t_bare, n = _timed(bare)
     t_fresh, _ = _timed(lambda: _build(recipe, tmp / "runs_q"))
     t_cached, _ = _timed(lambda: _build(recipe, tmp / "runs_q"))
-    _table("questions stage (opinionqa + personality)", ["run", "rows", "seconds", "vs bare"], [
-        ["bare script (load + save_to_disk)", f"{n:,}", f"{t_bare:.2f}", "1.00x"],
-        ["factory build, fresh", f"{n:,}", f"{t_fresh:.2f}", f"{t_fresh / t_bare:.2f}x"],
-        ["factory build, cached", f"{n:,}", f"{t_cached:.3f}", f"{t_cached / t_bare:.3f}x"],
-    ])
+    _table(
+        "questions stage (opinionqa + personality)",
+        ["run", "rows", "seconds", "vs bare"],
+        [
+            ["bare script (load + save_to_disk)", f"{n:,}", f"{t_bare:.2f}", "1.00x"],
+            ["factory build, fresh", f"{n:,}", f"{t_fresh:.2f}", f"{t_fresh / t_bare:.2f}x"],
+            ["factory build, cached", f"{n:,}", f"{t_cached:.3f}", f"{t_cached / t_bare:.3f}x"],
+        ],
+    )
 
 
 def bench_batches(tmp: Path, n_rows: int) -> None:
@@ -105,19 +110,33 @@ def bench_batches(tmp: Path, n_rows: int) -> None:
     base = None
     for batches in (1, 10, 100, 1000):
         size = max(1, n_rows // batches)
-        recipe = (f"name: bench_b\nstages:\n  s: {{uses: 'runner_overhead:synthetic', n_rows: {n_rows}, "
-                  f"batch_size: {size}}}\n")
+        recipe = (
+            f"name: bench_b\nstages:\n  s: {{uses: 'runner_overhead:synthetic', n_rows: {n_rows}, "
+            f"batch_size: {size}}}\n"
+        )
         t, _ = _timed(lambda recipe=recipe, batches=batches: _build(recipe, tmp / f"runs_b{batches}"))
         base = base or t
-        rows.append([f"{batches:,}", f"{size:,}", f"{t:.2f}", f"{n_rows / t:,.0f}",
-                     f"{(t - base) / max(batches - 1, 1) * 1000:.1f}" if batches > 1 else "-"])
-    _table(f"checkpoint overhead ({n_rows:,} synthetic rows)", ["batches", "rows/batch", "seconds", "rows/s",
-                                                                  "ms per extra batch"], rows)
+        rows.append(
+            [
+                f"{batches:,}",
+                f"{size:,}",
+                f"{t:.2f}",
+                f"{n_rows / t:,.0f}",
+                f"{(t - base) / max(batches - 1, 1) * 1000:.1f}" if batches > 1 else "-",
+            ]
+        )
+    _table(
+        f"checkpoint overhead ({n_rows:,} synthetic rows)",
+        ["batches", "rows/batch", "seconds", "rows/s", "ms per extra batch"],
+        rows,
+    )
 
 
 def bench_resume(tmp: Path, n_rows: int) -> None:
-    recipe = (f"name: bench_r\nstages:\n  s: {{uses: 'runner_overhead:synthetic', n_rows: {n_rows}, "
-              f"batch_size: {n_rows // 20}}}\n")
+    recipe = (
+        f"name: bench_r\nstages:\n  s: {{uses: 'runner_overhead:synthetic', n_rows: {n_rows}, "
+        f"batch_size: {n_rows // 20}}}\n"
+    )
     t_full, _ = _timed(lambda: _build(recipe, tmp / "runs_full"))
     from factory.errors import StageError
 
@@ -126,10 +145,14 @@ def bench_resume(tmp: Path, n_rows: int) -> None:
     except StageError:
         pass  # the planned crash: 10 batches are checkpointed
     t_resume, _ = _timed(lambda: _build(recipe, tmp / "runs_res"))
-    _table("resume after a crash at batch 10 of 20", ["run", "seconds", "share of a full build"], [
-        ["full build from scratch", f"{t_full:.2f}", "100%"],
-        ["resume (10 batches left)", f"{t_resume:.2f}", f"{t_resume / t_full:.0%}"],
-    ])
+    _table(
+        "resume after a crash at batch 10 of 20",
+        ["run", "seconds", "share of a full build"],
+        [
+            ["full build from scratch", f"{t_full:.2f}", "100%"],
+            ["resume (10 batches left)", f"{t_resume:.2f}", f"{t_resume / t_full:.0%}"],
+        ],
+    )
 
 
 def main() -> None:

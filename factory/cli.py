@@ -10,8 +10,14 @@ import click
 
 from factory.errors import FactoryError
 
-RUNS_DIR = click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
-                        envvar="FACTORY_RUNS_DIR", show_default=True, help="where stage outputs are stored")
+RUNS_DIR = click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    envvar="FACTORY_RUNS_DIR",
+    show_default=True,
+    help="where stage outputs are stored",
+)
 
 
 def _fail(exc: FactoryError) -> None:
@@ -48,8 +54,16 @@ def main(verbose: int) -> None:
 @click.option("--dry-run", is_flag=True, help="show what would be built, build nothing")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
 @RUNS_DIR
-def build(recipe: Path, overrides: tuple[str, ...], only: tuple[str, ...], from_: str | None,
-          force: tuple[str, ...], dry_run: bool, no_progress: bool, runs_dir: Path) -> None:
+def build(
+    recipe: Path,
+    overrides: tuple[str, ...],
+    only: tuple[str, ...],
+    from_: str | None,
+    force: tuple[str, ...],
+    dry_run: bool,
+    no_progress: bool,
+    runs_dir: Path,
+) -> None:
     """Build RECIPE's stages; OVERRIDES are key=value pairs (stages.questions.sample=20)."""
     from factory.recipe import load_recipe
     from factory.report import out, summary_table
@@ -131,8 +145,9 @@ def census() -> None:
 
 @census.command()
 @click.option("--year", type=int, required=True, help="ACS 1-year vintage, e.g. 2019")
-@click.option("--table", "tables", multiple=True, help="table to fetch (repeatable); default: every table "
-                                                          "meta_personas reads")
+@click.option(
+    "--table", "tables", multiple=True, help="table to fetch (repeatable); default: every table meta_personas reads"
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="folder to write")
 @click.option("--base-url", default="https://api.census.gov/data", show_default=True, help="Census API root")
 def fetch(year: int, tables: tuple[str, ...], out: Path, base_url: str) -> None:

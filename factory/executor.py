@@ -75,8 +75,12 @@ def normalize_output(result: Any) -> tuple[Any, list[dict], dict[str, float], di
         if name in RESERVED_OUTPUTS or not name.isidentifier():
             raise TypeError(f"extra output name '{name}' is reserved or not an identifier")
         extras[name] = _table(data, f"extra output '{name}'")
-    return (_table(out.data, "a stage's output"), list(out.failures), {k: float(v) for k, v in out.metrics.items()},
-            extras)
+    return (
+        _table(out.data, "a stage's output"),
+        list(out.failures),
+        {k: float(v) for k, v in out.metrics.items()},
+        extras,
+    )
 
 
 def run_task(task: BatchTask) -> BatchResult:

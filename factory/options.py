@@ -31,7 +31,8 @@ class StageOptions(Options):
     """Options every stage accepts, beside its own."""
 
     batch_size: int | None = operational(
-        None, description="rows per checkpointed batch; smaller resumes closer to a crash, larger has less overhead",
+        None,
+        description="rows per checkpointed batch; smaller resumes closer to a crash, larger has less overhead",
         ge=1,
     )
 
@@ -77,7 +78,7 @@ class DataDir(DataFile):
     """A folder of data files (as written in the recipe), known to exist; every file's bytes are hashed."""
 
     @classmethod
-    def _validate(cls, value: Any, info: ValidationInfo) -> "DataDir":
+    def _validate(cls, value: Any, info: ValidationInfo) -> DataDir:
         if isinstance(value, DataDir):
             return value
         base = Path((info.context or {}).get("base_dir", "."))

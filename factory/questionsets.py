@@ -46,21 +46,24 @@ REFUSED = "Refused"
 def features():
     from datasets import Features, List, Value
 
-    return Features({
-        "question_id": Value("string"),
-        "source": Value("string"),
-        "source_id": Value("string"),
-        "topic": Value("string"),
-        "text": Value("string"),
-        "kind": Value("string"),  # vocabulary: KINDS
-        "options": List(Value("string")),
-        "ordinal": List(Value("float32")),
-        "refusal_index": Value("int32"),
-        "human_distribution": List(Value("float64")),
-        "human_n": Value("int64"),
-        "human_groups": List({"attribute": Value("string"), "group": Value("string"),
-                              "counts": List(Value("float64"))}),
-    })
+    return Features(
+        {
+            "question_id": Value("string"),
+            "source": Value("string"),
+            "source_id": Value("string"),
+            "topic": Value("string"),
+            "text": Value("string"),
+            "kind": Value("string"),  # vocabulary: KINDS
+            "options": List(Value("string")),
+            "ordinal": List(Value("float32")),
+            "refusal_index": Value("int32"),
+            "human_distribution": List(Value("float64")),
+            "human_n": Value("int64"),
+            "human_groups": List(
+                {"attribute": Value("string"), "group": Value("string"), "counts": List(Value("float64"))}
+            ),
+        }
+    )
 
 
 def normalize(text: str) -> str:
@@ -68,8 +71,9 @@ def normalize(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().casefold().rstrip(" ?.!")
 
 
-def _row(source: str, source_id: str, topic: str, text: str, options: list[str],
-         ordinal: list[float | None] | None = None) -> dict[str, Any]:
+def _row(
+    source: str, source_id: str, topic: str, text: str, options: list[str], ordinal: list[float | None] | None = None
+) -> dict[str, Any]:
     refusal = options.index(REFUSED) if REFUSED in options else None
     return {
         "question_id": f"{source}/{source_id}",
@@ -171,16 +175,19 @@ def load_opinionqa() -> list[dict]:
     from the Pew counts, matched by option text (case-insensitively as a fallback for typos in the source)."""
     import pandas as pd
 
-    rows = {r["source_id"]: r for r in read_context_json(
-        data_path("questions", "seed_topics", "Opinion_QA.json"), "opinionqa", "")}
+    rows = {
+        r["source_id"]: r
+        for r in read_context_json(data_path("questions", "seed_topics", "Opinion_QA.json"), "opinionqa", "")
+    }
     meta = pd.read_parquet(data_path("opinionqa", "questions.parquet"))
     for qkey, wave, ordinal_json in zip(meta["qkey"], meta["wave"], meta["option_ordinal_json"]):
         row = rows[qkey]
         ords = json.loads(ordinal_json)
         substantive = [o for o in row["options"] if o != REFUSED]
         # Ordinal positions cover the leading options; trailing ones ("Not sure", "Refused") have none.
-        row["ordinal"] = [float(ords[i]) if i < len(ords) and o != REFUSED else None
-                          for i, o in enumerate(row["options"])]
+        row["ordinal"] = [
+            float(ords[i]) if i < len(ords) and o != REFUSED else None for i, o in enumerate(row["options"])
+        ]
         if len(ords) > len(substantive):
             raise DataError(f"opinionqa/questions.parquet: {qkey}: more ordinal positions than options")
         row["topic"] = f"Pew ATP {wave}"
@@ -188,15 +195,23 @@ def load_opinionqa() -> list[dict]:
         if not row["topic"]:
             row["topic"] = "Pew ATP " + row["source_id"].rsplit("_", 1)[-1]
 
-    overall = _aligned_counts(rows, pd.read_parquet(data_path("opinionqa", "overall_distributions.parquet")),
-                              ["qkey"], "overall_distributions.parquet")
+    overall = _aligned_counts(
+        rows,
+        pd.read_parquet(data_path("opinionqa", "overall_distributions.parquet")),
+        ["qkey"],
+        "overall_distributions.parquet",
+    )
     for (qkey,), counts in overall:
         total = sum(counts)
         rows[qkey]["human_n"] = round(total)
         rows[qkey]["human_distribution"] = [c / total for c in counts]
 
-    groups = _aligned_counts(rows, pd.read_parquet(data_path("opinionqa", "group_counts.parquet")),
-                             ["qkey", "attribute", "group"], "group_counts.parquet")
+    groups = _aligned_counts(
+        rows,
+        pd.read_parquet(data_path("opinionqa", "group_counts.parquet")),
+        ["qkey", "attribute", "group"],
+        "group_counts.parquet",
+    )
     for (qkey, attr, group), counts in groups:
         if rows[qkey]["human_groups"] is None:
             rows[qkey]["human_groups"] = []

@@ -140,8 +140,11 @@ def _parse_override(item: str) -> tuple[str, Any]:
 def _check_no_resolvers(value: Any, path: str) -> None:
     # OmegaConf resolvers such as ${oc.env:TOKEN} would copy environment secrets into configs and manifests.
     if isinstance(value, str) and _RESOLVER_RE.search(value):
-        raise RecipeError(path, f"'{value}': only ${{key.path}} references are allowed (resolvers like "
-                                "${oc.env:...} are disabled so secrets never enter a recipe)")
+        raise RecipeError(
+            path,
+            f"'{value}': only ${{key.path}} references are allowed (resolvers like "
+            "${oc.env:...} are disabled so secrets never enter a recipe)",
+        )
     if isinstance(value, dict):
         for k, v in value.items():
             _check_no_resolvers(v, f"{path}.{k}" if path else str(k))
@@ -240,8 +243,7 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
             if inp == sname:
                 raise RecipeError(f"stages.{sname}.inputs[{i}]", "a stage cannot read its own output")
             if inp not in stages:
-                raise RecipeError(f"stages.{sname}.inputs[{i}]",
-                                  f"unknown stage '{inp}'{did_you_mean(inp, stages)}")
+                raise RecipeError(f"stages.{sname}.inputs[{i}]", f"unknown stage '{inp}'{did_you_mean(inp, stages)}")
         if len(set(entry.inputs)) != len(entry.inputs):
             raise RecipeError(f"stages.{sname}.inputs", "lists a stage twice")
         lo, hi = entry.spec.inputs
@@ -256,8 +258,16 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
             if s not in stages:
                 raise RecipeError(f"publish.stages[{i}]", f"unknown stage '{s}'{did_you_mean(s, stages)}")
     return Recipe(
-        name=top.name, version=top.version, seed=top.seed, description=top.description, vars=top.vars,
-        backends=backends, stages=stages, publish=top.publish, path=path or base_dir / "recipe.yaml", order=order,
+        name=top.name,
+        version=top.version,
+        seed=top.seed,
+        description=top.description,
+        vars=top.vars,
+        backends=backends,
+        stages=stages,
+        publish=top.publish,
+        path=path or base_dir / "recipe.yaml",
+        order=order,
     )
 
 
@@ -282,7 +292,7 @@ def _find_cycle(stages: dict[str, StageEntry], candidates: list[str]) -> list[st
     while True:
         nxt = next(i for i in stages[path[-1]].inputs if i in candidates)
         if nxt in path:
-            cycle = path[path.index(nxt):] + [nxt]
+            cycle = path[path.index(nxt) :] + [nxt]
             return list(reversed(cycle))
         path.append(nxt)
 

@@ -62,10 +62,20 @@ def progress_bars(enabled: bool = True) -> Iterator[Progress | None]:
         yield None
         return
     progress = Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("batches"), TaskProgressColumn(), TextColumn("{task.fields[rows]:,} rows"),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=err, transient=False, disable=not err.is_terminal,
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("batches"),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rows]:,} rows"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
     )
     with progress:
         yield progress
@@ -73,13 +83,27 @@ def progress_bars(enabled: bool = True) -> Iterator[Progress | None]:
 
 def summary_table(rows: list[StageSummary]) -> Table:
     table = Table(title="build summary", title_justify="left")
-    for col, justify in (("stage", "left"), ("fingerprint", "left"), ("rows", "right"), ("failures", "right"),
-                         ("time", "right"), ("rows/s", "right"), ("cached?", "left")):
+    for col, justify in (
+        ("stage", "left"),
+        ("fingerprint", "left"),
+        ("rows", "right"),
+        ("failures", "right"),
+        ("time", "right"),
+        ("rows/s", "right"),
+        ("cached?", "left"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
         rate = f"{r.rows / r.seconds:,.0f}" if r.seconds > 0 and r.status != "cached" else "-"
-        table.add_row(r.stage, r.fingerprint, f"{r.rows:,}", f"{r.failures:,}", f"{r.seconds:.2f}s", rate,
-                      "yes" if r.status == "cached" else f"no ({r.status})")
+        table.add_row(
+            r.stage,
+            r.fingerprint,
+            f"{r.rows:,}",
+            f"{r.failures:,}",
+            f"{r.seconds:.2f}s",
+            rate,
+            "yes" if r.status == "cached" else f"no ({r.status})",
+        )
     return table
 
 

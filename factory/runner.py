@@ -29,8 +29,22 @@ from factory.store import StageStore
 
 log = logging.getLogger(__name__)
 
-LIBRARIES = ("datasets", "pyarrow", "huggingface_hub", "pydantic", "numpy", "pandas", "torch", "transformers",
-             "trl", "peft", "vllm", "xgrammar", "ray", "argilla")
+LIBRARIES = (
+    "datasets",
+    "pyarrow",
+    "huggingface_hub",
+    "pydantic",
+    "numpy",
+    "pandas",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "vllm",
+    "xgrammar",
+    "ray",
+    "argilla",
+)
 
 
 @dataclass
@@ -55,8 +69,9 @@ def library_versions() -> dict[str, str]:
 
 
 class Runner:
-    def __init__(self, recipe: Recipe, runs_dir: str | Path = "runs", executor: Executor | None = None,
-                 progress: bool = True):
+    def __init__(
+        self, recipe: Recipe, runs_dir: str | Path = "runs", executor: Executor | None = None, progress: bool = True
+    ):
         self.recipe = recipe
         self.runs_dir = Path(runs_dir)
         self.executor = executor or LocalExecutor()
@@ -74,8 +89,9 @@ class Runner:
             marker = store.marker()
             changed = self._changed_inputs(stage, store)
             if changed:
-                return StageStatus(stage, fp, "stale", rows=marker["rows"],
-                                   detail=f"input {changed[0]} changed since this was built")
+                return StageStatus(
+                    stage, fp, "stale", rows=marker["rows"], detail=f"input {changed[0]} changed since this was built"
+                )
             return StageStatus(stage, fp, "cached", rows=marker["rows"], detail=f"{marker['rows']:,} rows")
         plan = store.load_plan()
         if plan is not None:
@@ -98,8 +114,9 @@ class Runner:
         return [self.status(s) for s in self.recipe.order]
 
     # --- build -----------------------------------------------------------------------------------------------
-    def select(self, only: list[str] | None = None, from_: str | None = None,
-               force: list[str] | None = None) -> tuple[list[str], set[str]]:
+    def select(
+        self, only: list[str] | None = None, from_: str | None = None, force: list[str] | None = None
+    ) -> tuple[list[str], set[str]]:
         """Stages to visit (in order) and stages to recompute regardless of their cache."""
         names = set(self.recipe.stages)
         for flag, values in (("--only", only or []), ("--force", force or []), ("--from", [from_] if from_ else [])):
@@ -114,20 +131,31 @@ class Runner:
             for s in visit:
                 for inp in self.recipe.upstream(s):
                     if inp not in visit and not self.store(inp).is_complete():
-                        raise RecipeError(f"stages.{s}.inputs", f"--only {s} needs '{inp}' built first "
-                                                                f"(build it, or add --only {inp})")
+                        raise RecipeError(
+                            f"stages.{s}.inputs",
+                            f"--only {s} needs '{inp}' built first (build it, or add --only {inp})",
+                        )
         else:
             visit = list(self.recipe.order)
         return visit, forced
 
-    def build(self, only: list[str] | None = None, from_: str | None = None, force: list[str] | None = None,
-              dry_run: bool = False) -> list[StageSummary]:
+    def build(
+        self,
+        only: list[str] | None = None,
+        from_: str | None = None,
+        force: list[str] | None = None,
+        dry_run: bool = False,
+    ) -> list[StageSummary]:
         visit, forced = self.select(only, from_, force)
         if self.recipe.publish is not None and not dry_run:
             raise RecipeError("publish", "publishing is not available in this version; remove the publish block")
         if dry_run:
-            return [StageSummary(s, self.fingerprints[s], 0, 0, 0.0,
-                                 "would rebuild" if s in forced else self.status(s).state) for s in visit]
+            return [
+                StageSummary(
+                    s, self.fingerprints[s], 0, 0, 0.0, "would rebuild" if s in forced else self.status(s).state
+                )
+                for s in visit
+            ]
         summaries: list[StageSummary] = []
         with progress_bars(self.progress) as bars:
             for stage in visit:
@@ -152,8 +180,9 @@ class Runner:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise FactoryError(f"stages.{stage}: another build is writing {store.dir}; wait for it or stop it"
-                               ) from None
+            raise FactoryError(
+                f"stages.{stage}: another build is writing {store.dir}; wait for it or stop it"
+            ) from None
         try:
             return self._run_stage(stage, store, bars)
         finally:
@@ -170,8 +199,11 @@ class Runner:
             if not self.store(name).is_complete():
                 raise StageError(f"stages.{stage}.inputs: '{name}' has not been built")
         ctx = StageContext(
-            recipe=self.recipe.name, stage=stage, seed=self.recipe.stage_seed(stage),
-            backends={k: v.model_dump() for k, v in self.recipe.backends.items()}, workdir=store.work_dir,
+            recipe=self.recipe.name,
+            stage=stage,
+            seed=self.recipe.stage_seed(stage),
+            backends={k: v.model_dump() for k, v in self.recipe.backends.items()},
+            workdir=store.work_dir,
         )
         plan = store.load_plan()
         if plan is None:
@@ -183,8 +215,10 @@ class Runner:
                     raise
                 except Exception as exc:
                     (store.dir / "error.log").write_text(traceback.format_exc())
-                    raise StageError(f"stages.{stage}: planning failed: {type(exc).__name__}: {exc} "
-                                     f"(traceback in {store.dir / 'error.log'})") from exc
+                    raise StageError(
+                        f"stages.{stage}: planning failed: {type(exc).__name__}: {exc} "
+                        f"(traceback in {store.dir / 'error.log'})"
+                    ) from exc
             else:
                 plan = [None]
             store.save_plan(plan)
@@ -210,8 +244,10 @@ class Runner:
         except Exception as exc:
             kept = len(store.done_batches())
             (store.dir / "error.log").write_text(traceback.format_exc())
-            raise StageError(f"stages.{stage}: {type(exc).__name__}: {exc} ({kept}/{len(plan)} batches kept, "
-                             f"traceback in {store.dir / 'error.log'}; rerun to resume)") from exc
+            raise StageError(
+                f"stages.{stage}: {type(exc).__name__}: {exc} ({kept}/{len(plan)} batches kept, "
+                f"traceback in {store.dir / 'error.log'}; rerun to resume)"
+            ) from exc
         return self._finish(stage, store, plan, started, resumed=bool(done))
 
     def _finish(self, stage: str, store: StageStore, plan: list[Any], started: float, resumed: bool) -> StageSummary:
@@ -226,23 +262,35 @@ class Runner:
             tables.append(table)
             for name, extra in store.load_batch_extras(index).items():
                 extra_tables.setdefault(name, []).append(extra)
-            failures += [{"batch": index, "reason": str(f["reason"]),
-                          "record": _json({k: v for k, v in f.items() if k != "reason"})} for f in fails]
+            failures += [
+                {
+                    "batch": index,
+                    "reason": str(f["reason"]),
+                    "record": _json({k: v for k, v in f.items() if k != "reason"}),
+                }
+                for f in fails
+            ]
             for k, v in meta["metrics"].items():
                 metrics[k] = metrics.get(k, 0.0) + v
         # one chunk, so the bytes written do not depend on how the work was split into batches (costs one copy
         # of the output in memory; a streaming writer with fixed record batches would avoid it)
         table = pa.concat_tables(tables, promote_options="default").combine_chunks()
         dataset = Dataset(table, fingerprint=store.fingerprint)
-        extras = {name: Dataset(pa.concat_tables(parts, promote_options="default").combine_chunks(),
-                                fingerprint=f"{store.fingerprint}-{name}") for name, parts in extra_tables.items()}
+        extras = {
+            name: Dataset(
+                pa.concat_tables(parts, promote_options="default").combine_chunks(),
+                fingerprint=f"{store.fingerprint}-{name}",
+            )
+            for name, parts in extra_tables.items()
+        }
         failures_ds = Dataset.from_list(failures) if failures else None
         summary: dict[str, Any] = {}
         if entry.spec.summarize is not None:
             artifacts = store.dir / "artifacts"
             artifacts.mkdir(exist_ok=True)
-            ctx = StageContext(recipe=self.recipe.name, stage=stage, seed=self.recipe.stage_seed(stage),
-                               workdir=store.work_dir)
+            ctx = StageContext(
+                recipe=self.recipe.name, stage=stage, seed=self.recipe.stage_seed(stage), workdir=store.work_dir
+            )
             summary = entry.spec.summarize(entry.options, {"data": dataset, **extras}, ctx, artifacts) or {}
         reasons: dict[str, int] = {}
         for f in failures:
@@ -257,8 +305,14 @@ class Runner:
             "fingerprint_payload": stage_payload(self.recipe, stage, self.fingerprints),
             "config": entry.options.model_dump(mode="json"),
             "semantic_config": semantic_dump(entry.options),
-            "inputs": {n: {"fingerprint": self.fingerprints[n], "path": str(self.store(n).dir),
-                           "content_hash": self.store(n).marker()["content_hash"]} for n in entry.inputs},
+            "inputs": {
+                n: {
+                    "fingerprint": self.fingerprints[n],
+                    "path": str(self.store(n).dir),
+                    "content_hash": self.store(n).marker()["content_hash"],
+                }
+                for n in entry.inputs
+            },
             "seed": {"recipe": self.recipe.seed, "stage": self.recipe.stage_seed(stage)},
             "versions": library_versions(),
             "platform": platform.platform(),
@@ -273,13 +327,16 @@ class Runner:
             "metrics": metrics,
             "batches": len(plan),
             "resumed": resumed,
-            "timings": {"finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "seconds_this_run": round(seconds, 3)},
+            "timings": {
+                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "seconds_this_run": round(seconds, 3),
+            },
         }
         store.finalize(dataset, failures_ds, manifest, extras)
         (store.dir / "error.log").unlink(missing_ok=True)
-        return StageSummary(stage, store.fingerprint, dataset.num_rows, len(failures), seconds,
-                            "resumed" if resumed else "built")
+        return StageSummary(
+            stage, store.fingerprint, dataset.num_rows, len(failures), seconds, "resumed" if resumed else "built"
+        )
 
 
 def _json(obj: Any) -> str:

@@ -76,8 +76,14 @@ class StageStore:
             return set()
         return {int(p.name.split("-")[1]) for p in self.partial_dir.glob("batch-*") if not p.name.endswith(".tmp")}
 
-    def save_batch(self, index: int, table: Any, failures: list[dict], metrics: dict[str, float],
-                   extras: dict[str, Any] | None = None) -> None:
+    def save_batch(
+        self,
+        index: int,
+        table: Any,
+        failures: list[dict],
+        metrics: dict[str, float],
+        extras: dict[str, Any] | None = None,
+    ) -> None:
         final = self.batch_dir(index)
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -100,8 +106,9 @@ class StageStore:
         return {p.stem.removeprefix("extra-"): _read_arrow(p) for p in sorted(d.glob("extra-*.arrow"))}
 
     # --- finishing --------------------------------------------------------------------------------------------
-    def finalize(self, dataset: Any, failures: Any | None, manifest: dict[str, Any],
-                 extras: dict[str, Any] | None = None) -> dict[str, Any]:
+    def finalize(
+        self, dataset: Any, failures: Any | None, manifest: dict[str, Any], extras: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Write data, failures, extra datasets, manifest, then the marker; returns the marker."""
         outputs = [(self.data_dir, dataset), (self.failures_dir, failures)]
         outputs += [(self.dir / name, ds) for name, ds in (extras or {}).items()]

@@ -64,8 +64,9 @@ def elections(src: Path) -> None:
 def opinionqa(src: Path) -> None:
     o = src / "opinionqa"
     for name in ["opinionqa_questions", "opinionqa_overall_distributions", "opinionqa_group_counts"]:
-        df = pd.read_csv(o / f"{name}.csv", dtype={"option_index": "Int64"}, keep_default_na=False,
-                         na_values={"option_index": [""]})
+        df = pd.read_csv(
+            o / f"{name}.csv", dtype={"option_index": "Int64"}, keep_default_na=False, na_values={"option_index": [""]}
+        )
         _parquet(df, OUT / "opinionqa" / f"{name.removeprefix('opinionqa_')}.parquet")
     groups = pd.read_csv(o / "opinionqa_attribute_groups.csv", index_col=0)
     (OUT / "opinionqa" / "attribute_groups.json").write_text(

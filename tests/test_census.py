@@ -44,13 +44,16 @@ def _write(tmp: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("text,message", [
-    ("GEO_ID,state_po,S0101_C01_001E\nx,WY,abc\n", "column 'S0101_C01_001E': 'abc' is not a number"),
-    ("GEO_ID,state_po,S0101_C01_001E\nx,WY,-5\n", "negative value -5 is neither a count nor a Census annotation"),
-    ("GEO_ID,S0101_C01_001E\nx,5\n", "missing column 'state_po'"),
-    ("GEO_ID,state_po,X_1E\nx,WY,5\n", "no S0101_... estimate columns"),
-    ("GEO_ID,state_po,S0101_C01_001E\nx,WY,5\ny,WY,6\n", "geography 'WY' appears twice"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("GEO_ID,state_po,S0101_C01_001E\nx,WY,abc\n", "column 'S0101_C01_001E': 'abc' is not a number"),
+        ("GEO_ID,state_po,S0101_C01_001E\nx,WY,-5\n", "negative value -5 is neither a count nor a Census annotation"),
+        ("GEO_ID,S0101_C01_001E\nx,5\n", "missing column 'state_po'"),
+        ("GEO_ID,state_po,X_1E\nx,WY,5\n", "no S0101_... estimate columns"),
+        ("GEO_ID,state_po,S0101_C01_001E\nx,WY,5\ny,WY,6\n", "geography 'WY' appears twice"),
+    ],
+)
 def test_malformed_api_files(tmp_path, text, message):
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
         read_api_table(_write(tmp_path, text), "S0101")
@@ -92,8 +95,13 @@ def test_ipf_keeps_structural_zeros_and_coarse_universes():
     margins = [
         Margin("age", ("age",), {"age": np.arange(3)}, np.array([10.0, 20.0, 30.0]), mode="count"),
         # an education table for the two older groups only, with them pooled
-        Margin("edu 1+", ("age", "edu"), {"age": np.array([-1, 0, 0]), "edu": np.arange(3)},
-               np.array([[10.0, 20.0, 20.0]]), given=("age",)),
+        Margin(
+            "edu 1+",
+            ("age", "edu"),
+            {"age": np.array([-1, 0, 0]), "edu": np.arange(3)},
+            np.array([[10.0, 20.0, 20.0]]),
+            given=("age",),
+        ),
     ]
     fit = ipf(dims, sizes, margins, seed=seed, tol=1e-10, max_iter=1000)
     assert fit.joint[0, 2] == 0
@@ -141,17 +149,21 @@ def test_systematic_sampling_and_stratified_children_are_exact():
 
 
 # --- tidy files ---------------------------------------------------------------------------------------------
-GOOD = ("geography,dimension,category,sex,count\n"
-        "Town,age,18-24,Male,100\nTown,age,18-24,Female,110\nTown,age,25+,Male,400\nTown,age,25+,Female,420\n"
-        "Town,marital_status,Never married,Male,50\nTown,marital_status,\"Now married, except separated\",Male,40\n"
-        "Town,marital_status,Widowed,Male,2\nTown,marital_status,Divorced,Male,6\nTown,marital_status,Separated,Male,2\n")
+GOOD = (
+    "geography,dimension,category,sex,count\n"
+    "Town,age,18-24,Male,100\nTown,age,18-24,Female,110\nTown,age,25+,Male,400\nTown,age,25+,Female,420\n"
+    'Town,marital_status,Never married,Male,50\nTown,marital_status,"Now married, except separated",Male,40\n'
+    "Town,marital_status,Widowed,Male,2\nTown,marital_status,Divorced,Male,6\nTown,marital_status,Separated,Male,2\n"
+)
 
 
 def _recipe(tmp_path: Path, csv_text: str) -> Path:
     (tmp_path / "m.csv").write_text(csv_text)
     path = tmp_path / "r.yaml"
-    path.write_text("name: t\nstages:\n  people: {uses: meta_personas, source: tidy, marginals: m.csv, "
-                    "base_geography: VT, geographies: all, n_per_geography: 500}\n")
+    path.write_text(
+        "name: t\nstages:\n  people: {uses: meta_personas, source: tidy, marginals: m.csv, "
+        "base_geography: VT, geographies: all, n_per_geography: 500}\n"
+    )
     return path
 
 
@@ -160,18 +172,24 @@ def test_tidy_file_builds(tmp_path, cli):
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("text,message", [
-    (GOOD.replace("dimension,", "dim,"), "missing column 'dimension'"),
-    (GOOD.replace(",100\n", ",-100\n"), "m.csv:2: negative count -100"),
-    (GOOD.replace(",100\n", ",lots\n"), "m.csv:2: count 'lots' is not a number"),
-    (GOOD.replace("marital_status,Never", "marital,Never"), "unknown dimension 'marital'"),
-    (GOOD.replace("Widowed", "Widow"), "unknown marital_status category 'Widow' (did you mean 'Widowed'?)"),
-    (GOOD.replace("18-24", "18-22"), "age range '18-22' cuts the 20-24 band"),
-    (GOOD.replace(",count\n", ",share\n", 1), "m.csv:2: age shares sum to 500.000, not 1"),
-    (GOOD.replace("sex,count", "gender,count"), "column 'gender' is not a dimension"),
-    ("geography,dimension,category,share\nTown,sex,Male,0.6\nTown,sex,Female,0.6\n", "sex shares sum to 1.200, not 1"),
-    (GOOD.replace("Town,marital", "Village,marital"), "needs an age table"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (GOOD.replace("dimension,", "dim,"), "missing column 'dimension'"),
+        (GOOD.replace(",100\n", ",-100\n"), "m.csv:2: negative count -100"),
+        (GOOD.replace(",100\n", ",lots\n"), "m.csv:2: count 'lots' is not a number"),
+        (GOOD.replace("marital_status,Never", "marital,Never"), "unknown dimension 'marital'"),
+        (GOOD.replace("Widowed", "Widow"), "unknown marital_status category 'Widow' (did you mean 'Widowed'?)"),
+        (GOOD.replace("18-24", "18-22"), "age range '18-22' cuts the 20-24 band"),
+        (GOOD.replace(",count\n", ",share\n", 1), "m.csv:2: age shares sum to 500.000, not 1"),
+        (GOOD.replace("sex,count", "gender,count"), "column 'gender' is not a dimension"),
+        (
+            "geography,dimension,category,share\nTown,sex,Male,0.6\nTown,sex,Female,0.6\n",
+            "sex shares sum to 1.200, not 1",
+        ),
+        (GOOD.replace("Town,marital", "Village,marital"), "needs an age table"),
+    ],
+)
 def test_malformed_tidy_files_fail_with_one_line(tmp_path, cli, text, message):
     result = cli("build", _recipe(tmp_path, text), "--runs-dir", tmp_path / "runs", "--no-progress")
     assert result.exit_code != 0

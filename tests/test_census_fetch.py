@@ -28,8 +28,9 @@ def _api_rows(table: str) -> list[list[str]]:
         df = pd.read_csv(f, dtype=str, keep_default_na=False)
     variables = [c for c in df.columns if c not in ("GEO_ID", "state_fips", "state_po", "state_name")]
     header = ["GEO_ID", "NAME", *variables, "state"]
-    return [header] + [[r["GEO_ID"], r["state_name"], *[r[v] for v in variables], r["state_fips"]]
-                       for _, r in df.iterrows()]
+    return [header] + [
+        [r["GEO_ID"], r["state_name"], *[r[v] for v in variables], r["state_fips"]] for _, r in df.iterrows()
+    ]
 
 
 class CensusStub(BaseHTTPRequestHandler):
@@ -83,8 +84,10 @@ def test_fetch_then_build_from_the_fetched_folder(server, tmp_path, cli, monkeyp
     tables = []
     for name, extra in (("packaged", ""), ("fetched", ", census_dir: acs2018_fetched")):
         recipe = tmp_path / f"{name}.yaml"  # same stage name, so the same seed
-        recipe.write_text("name: f\nstages:\n  people: {uses: meta_personas, geographies: [WY, DC], "
-                          f"n_per_geography: 3000{extra}}}\n")
+        recipe.write_text(
+            "name: f\nstages:\n  people: {uses: meta_personas, geographies: [WY, DC], "
+            f"n_per_geography: 3000{extra}}}\n"
+        )
         runner = Runner(load_recipe(recipe), runs_dir=tmp_path / name, progress=False)
         runner.build()
         tables.append(load_from_disk(str(runner.store("people").data_dir)).data.table)
@@ -108,8 +111,9 @@ def test_a_folder_with_another_layout_is_refused(tmp_path, write_recipe, cli):
     folder.mkdir()
     labels = dict(acs2018.labels())
     labels["S1201_C02_003E"] = "Estimate!!Widowed!!Population 15 years and over!!15 to 19 years"
-    pd.DataFrame({"VARIABLE": list(labels), "LABEL": list(labels.values())}).to_csv(folder / "x_variables.csv",
-                                                                                   index=False)
+    pd.DataFrame({"VARIABLE": list(labels), "LABEL": list(labels.values())}).to_csv(
+        folder / "x_variables.csv", index=False
+    )
     path = write_recipe("name: o\nstages:\n  p: {uses: meta_personas, census_dir: other, geographies: [WY]}\n")
     result = cli("build", path, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2

@@ -60,9 +60,14 @@ def test_package_never_reads_shared_data():
 def test_vendored_data_is_packaged():
     from factory.resources import data_path
 
-    for parts in [("census", "states.csv"), ("census", "acs2018_1yr_state", "acs2018_1yr_state_S0101.csv.gz"),
-                  ("census", "acs2023_1yr_state_subset.parquet"),
-                  ("elections", "us_president_by_state_2016_2020_2024.csv"),
-                  ("opinionqa", "group_counts.parquet"), ("bigfive", "big_five_conditional_mvn.json"),
-                  ("questions", "seed_topics", "Opinion_QA.json"), ("README.md",)]:
+    for parts in [
+        ("census", "states.csv"),
+        ("census", "acs2018_1yr_state", "acs2018_1yr_state_S0101.csv.gz"),
+        ("census", "acs2023_1yr_state_subset.parquet"),
+        ("elections", "us_president_by_state_2016_2020_2024.csv"),
+        ("opinionqa", "group_counts.parquet"),
+        ("bigfive", "big_five_conditional_mvn.json"),
+        ("questions", "seed_topics", "Opinion_QA.json"),
+        ("README.md",),
+    ]:
         assert data_path(*parts).is_file(), parts

@@ -32,16 +32,19 @@ def fps(path, *overrides):
     return recipe_fingerprints(load_recipe(path, list(overrides)))
 
 
-@pytest.mark.parametrize("override", [
-    "stages.a.batch_size=2",
-    "stages.a.sleep_s=0.5",
-    "stages.a.crash_at_batch=3",
-    "backends.small.batch_size=64",
-    "backends.small.device=cuda:1",
-    "backends.remote.base_url=http://127.0.0.1:9999/v1",
-    "backends.remote.concurrency=64",
-    "backends.remote.timeout_s=5",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "stages.a.batch_size=2",
+        "stages.a.sleep_s=0.5",
+        "stages.a.crash_at_batch=3",
+        "backends.small.batch_size=64",
+        "backends.small.device=cuda:1",
+        "backends.remote.base_url=http://127.0.0.1:9999/v1",
+        "backends.remote.concurrency=64",
+        "backends.remote.timeout_s=5",
+    ],
+)
 def test_operational_fields_leave_fingerprints_alone(recipe_path, override):
     assert fps(recipe_path, override) == fps(recipe_path)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from datasets import load_from_disk
 
@@ -27,8 +26,10 @@ def big(tmp_path_factory):
     """100,000 persons in each of a big state, DC, two small states."""
     tmp = tmp_path_factory.mktemp("big")
     path = tmp / "r.yaml"
-    path.write_text("name: big\nseed: 0\nstages:\n  people: {uses: meta_personas, geographies: [NY, DC, WY, VT], "
-                    "n_per_geography: 100000}\n")
+    path.write_text(
+        "name: big\nseed: 0\nstages:\n  people: {uses: meta_personas, geographies: [NY, DC, WY, VT], "
+        "n_per_geography: 100000}\n"
+    )
     store = build(path, tmp / "runs")
     return store, load_from_disk(str(store.data_dir)).to_pandas(), load_from_disk(str(store.dir / "fidelity"))
 
@@ -51,8 +52,9 @@ def test_rule_checks_hold(big):
     rules = {k: v for k, v in manifest["metrics"].items() if k.startswith("rule_violations.")}
     assert rules and all(v == 0 for v in rules.values()), rules
     names = lambda col: load_from_disk(str(store.data_dir)).features[col].names  # noqa: E731
-    edu, emp, occ, rel, mar = (names(c) for c in ("education", "employment_status", "occupation", "relationship",
-                                                   "marital_status"))
+    edu, emp, occ, rel, mar = (
+        names(c) for c in ("education", "employment_status", "occupation", "relationship", "marital_status")
+    )
     assert not ((df.education == edu.index("Graduate or professional degree")) & (df.age < 22)).any()
     not_employed = df.employment_status != emp.index("Employed")
     assert (df.occupation[not_employed] == occ.index("None")).all()
@@ -105,7 +107,10 @@ def test_fidelity_plot_and_summary(big):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-SMALL = "name: small\nseed: {seed}\nstages:\n  people: {{uses: meta_personas, geographies: [WY, DC], n_per_geography: 2000}}\n"
+SMALL = (
+    "name: small\nseed: {seed}\nstages:\n"
+    "  people: {{uses: meta_personas, geographies: [WY, DC], n_per_geography: 2000}}\n"
+)
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -125,8 +130,10 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 def test_n_total_is_split_by_population(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("name: p\nstages:\n  people: {uses: meta_personas, geographies: [CA, WY, DC], n_total: 1001, "
-                    "bigfive: {mode: none}}\n")
+    path.write_text(
+        "name: p\nstages:\n  people: {uses: meta_personas, geographies: [CA, WY, DC], n_total: 1001, "
+        "bigfive: {mode: none}}\n"
+    )
     store = build(path, tmp_path / "runs")
     df = load_from_disk(str(store.data_dir)).to_pandas()
     counts = df.person_id.str[:2].value_counts()
@@ -136,29 +143,45 @@ def test_n_total_is_split_by_population(tmp_path):
 
 def test_paper_mode_strings(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("name: p\nstages:\n  meta: {uses: meta_personas, mode: paper, geographies: [NY, WY], "
-                    "n_per_geography: 1000, bigfive: {mode: none}}\n")
+    path.write_text(
+        "name: p\nstages:\n  meta: {uses: meta_personas, mode: paper, geographies: [NY, WY], "
+        "n_per_geography: 1000, bigfive: {mode: none}}\n"
+    )
     store = build(path, tmp_path / "runs")
     ds = load_from_disk(str(store.data_dir))
     assert ds.column_names == ["person_id", "STATE", "AGE", "SEX", "RACE", "weight"]
-    assert ds.features["AGE"].names == ["18-19", "20-24", "25-29", "30-34", "35-44", "45-54", "55-64", "65-74",
-                                        "75-84", "85+"]
+    assert ds.features["AGE"].names == [
+        "18-19",
+        "20-24",
+        "25-29",
+        "30-34",
+        "35-44",
+        "45-54",
+        "55-64",
+        "65-74",
+        "75-84",
+        "85+",
+    ]
     assert "Hispanic or Latino" in ds.features["RACE"].names and "Black" in ds.features["RACE"].names
     assert ds.to_pandas().STATE.value_counts().to_dict() == {"NY": 1000, "WY": 1000}
 
 
 def test_big_five_targets_preset(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("name: p\nstages:\n  people: {uses: meta_personas, geographies: [WY], n_per_geography: 8, "
-                    "bigfive: {mode: targets, targets: mbti_roles}}\n")
+    path.write_text(
+        "name: p\nstages:\n  people: {uses: meta_personas, geographies: [WY], n_per_geography: 8, "
+        "bigfive: {mode: targets, targets: mbti_roles}}\n"
+    )
     df = load_from_disk(str(build(path, tmp_path / "runs").data_dir)).to_pandas()
     assert df.openness.tolist()[:4] == pytest.approx([0.9, 0.9, 0.25, 0.4], abs=1e-6)  # round-robin, spread 0
 
 
 def test_acs2023_vintage_builds_within_tolerance(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("name: v\nstages:\n  people: {uses: meta_personas, source: acs2023, geographies: [WY], "
-                    "n_per_geography: 20000}\n")
+    path.write_text(
+        "name: v\nstages:\n  people: {uses: meta_personas, source: acs2023, geographies: [WY], "
+        "n_per_geography: 20000}\n"
+    )
     store = build(path, tmp_path / "runs")
     fid = load_from_disk(str(store.dir / "fidelity")).to_pandas()
     assert fid["tvd"].max() <= 0.01

@@ -60,8 +60,10 @@ def test_opinionqa_ordinals_skip_non_ordinal_options(opinionqa):
 
 
 def test_seed_set_counts():
-    counts = {k: len(load_seed_set(k)) for k in
-              ("election", "climate", "customer", "education", "entertainment", "technology")}
+    counts = {
+        k: len(load_seed_set(k))
+        for k in ("election", "climate", "customer", "education", "entertainment", "technology")
+    }
     assert counts == {"election": 3, "climate": 6, "customer": 5, "education": 6, "entertainment": 7, "technology": 4}
     election = load_seed_set("election")
     assert election[0]["options"] == ["Donald Trump", "Hillary Clinton"] and election[0]["kind"] == "choice"
@@ -108,8 +110,9 @@ def test_seeded_sample_is_reproducible_and_seed_dependent(write_recipe, tmp_path
 def test_topic_and_id_selection(write_recipe, tmp_path):
     ds, _ = run_questions(write_recipe, tmp_path, "    sets: [personality]\n    topics: [sense of humor]\n")
     assert set(ds["topic"]) == {"Sense of humor"} and len(ds) > 10
-    ds, _ = run_questions(write_recipe, tmp_path / "ids", "    sets: [election, climate]\n"
-                                                          "    ids: [election/2, climate/1]\n")
+    ds, _ = run_questions(
+        write_recipe, tmp_path / "ids", "    sets: [election, climate]\n    ids: [election/2, climate/1]\n"
+    )
     assert ds["question_id"] == ["election/2", "climate/1"]
 
 
@@ -127,10 +130,17 @@ def test_unknown_topic_is_an_error(write_recipe, tmp_path, cli):
 
 
 def test_user_files_json_and_csv(write_recipe, tmp_path):
-    (tmp_path / "mine.json").write_text(json.dumps({
-        "topic_1": {"question_id": "7", "topic": "Tea or coffee?", "candidates": {"A": {"stance": "Tea"},
-                                                                                  "B": {"stance": "Coffee"}}},
-    }))
+    (tmp_path / "mine.json").write_text(
+        json.dumps(
+            {
+                "topic_1": {
+                    "question_id": "7",
+                    "topic": "Tea or coffee?",
+                    "candidates": {"A": {"stance": "Tea"}, "B": {"stance": "Coffee"}},
+                },
+            }
+        )
+    )
     (tmp_path / "open.csv").write_text(
         "topic,question,options\n"
         "food,What did you eat today?,\n"
@@ -144,16 +154,22 @@ def test_user_files_json_and_csv(write_recipe, tmp_path):
     assert manifest["metrics"]["duplicates_removed"] == 1
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("bad.json", "{not json", "invalid JSON at line 1"),
-    ("bad.json", json.dumps({"t": {"question_id": "1", "topic": "x"}}), "t.candidates: missing"),
-    ("bad.json", json.dumps({"t": {"question_id": "1", "topic": "x", "candidates": {"A": {"x": 1}}}}),
-     "t.candidates.A.stance: missing or not text"),
-    ("bad.csv", "topic,text\na,b\n", "missing column 'question' (have: topic, text)"),
-    ("bad.csv", "topic,question\na,\n", "bad.csv:2: empty question"),
-    ("bad.csv", "topic,question,options\na,b,OnlyOne\n", "a choice question needs at least two options"),
-    ("bad.txt", "hello", "unsupported question file"),
-])
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("bad.json", "{not json", "invalid JSON at line 1"),
+        ("bad.json", json.dumps({"t": {"question_id": "1", "topic": "x"}}), "t.candidates: missing"),
+        (
+            "bad.json",
+            json.dumps({"t": {"question_id": "1", "topic": "x", "candidates": {"A": {"x": 1}}}}),
+            "t.candidates.A.stance: missing or not text",
+        ),
+        ("bad.csv", "topic,text\na,b\n", "missing column 'question' (have: topic, text)"),
+        ("bad.csv", "topic,question\na,\n", "bad.csv:2: empty question"),
+        ("bad.csv", "topic,question,options\na,b,OnlyOne\n", "a choice question needs at least two options"),
+        ("bad.txt", "hello", "unsupported question file"),
+    ],
+)
 def test_bad_user_files_name_the_file(write_recipe, tmp_path, cli, name, content, message):
     (tmp_path / name).write_text(content)
     path = write_recipe(f"name: q\nstages:\n  q: {{uses: questions, files: [{name}]}}\n")

@@ -62,50 +62,130 @@ MALFORMED = [
     ("empty stages", "name: t\nstages: {}\n", [], "stages", "at least 1"),
     ("stage not mapping", "name: t\nstages: {q: 3}\n", [], "stages.q", "expected a mapping"),
     ("missing uses", _mutate("{uses: questions, ", "{"), [], "stages.q.uses", "missing required key"),
-    ("unknown stage", _mutate("uses: questions", "uses: questons"), [], "stages.q.uses",
-     "unknown stage 'questons' (did you mean 'questions'?)"),
+    (
+        "unknown stage",
+        _mutate("uses: questions", "uses: questons"),
+        [],
+        "stages.q.uses",
+        "unknown stage 'questons' (did you mean 'questions'?)",
+    ),
     ("option typo", _mutate("sample:", "samplng:"), [], "stages.q.samplng", "unknown key (did you mean 'sample'?)"),
     ("option wrong type", _mutate('"${vars.n}"', "many"), [], "stages.q.sample", "valid integer"),
     ("option out of range", _mutate('"${vars.n}"', "0"), [], "stages.q.sample", "greater than or equal to 1"),
-    ("unknown question set", _mutate("climate]", "climat]"), [], "stages.q.sets[1]",
-     "unknown question set 'climat' (did you mean 'climate'?)"),
-    ("missing file", _mutate("sets: [election, climate]", "files: [nope.csv]"), [], "stages.q.files[0]",
-     "file not found: nope.csv"),
+    (
+        "unknown question set",
+        _mutate("climate]", "climat]"),
+        [],
+        "stages.q.sets[1]",
+        "unknown question set 'climat' (did you mean 'climate'?)",
+    ),
+    (
+        "missing file",
+        _mutate("sets: [election, climate]", "files: [nope.csv]"),
+        [],
+        "stages.q.files[0]",
+        "file not found: nope.csv",
+    ),
     ("no sets nor files", _mutate("sets: [election, climate], ", ""), [], "stages.q", "at least one question set"),
-    ("unknown input", _mutate("inputs: [q]", "inputs: [qq]"), [], "stages.c.inputs[0]",
-     "unknown stage 'qq' (did you mean 'q'?)"),
+    (
+        "unknown input",
+        _mutate("inputs: [q]", "inputs: [qq]"),
+        [],
+        "stages.c.inputs[0]",
+        "unknown stage 'qq' (did you mean 'q'?)",
+    ),
     ("self input", _mutate("inputs: [q]", "inputs: [c]"), [], "stages.c.inputs[0]", "cannot read its own output"),
-    ("cycle", BASE + "  d: {uses: 'toy_stages:counter', inputs: [e]}\n  e: {uses: 'toy_stages:counter', inputs: [d]}\n",
-     [], "stages", "cycle in inputs: d -> e -> d"),
-    ("too many inputs", _mutate("sample:", "inputs: [c], sample:"), [], "stages.q.inputs",
-     "'questions' takes exactly 0 input(s), got 1"),
+    (
+        "cycle",
+        BASE + "  d: {uses: 'toy_stages:counter', inputs: [e]}\n  e: {uses: 'toy_stages:counter', inputs: [d]}\n",
+        [],
+        "stages",
+        "cycle in inputs: d -> e -> d",
+    ),
+    (
+        "too many inputs",
+        _mutate("sample:", "inputs: [c], sample:"),
+        [],
+        "stages.q.inputs",
+        "'questions' takes exactly 0 input(s), got 1",
+    ),
     ("duplicate input", _mutate("inputs: [q]", "inputs: [q, q]"), [], "stages.c.inputs", "lists a stage twice"),
-    ("dangling interpolation", _mutate("${vars.n}", "${vars.m}"), [], "stages.q.sample",
-     "${vars.m} refers to a key that does not exist"),
+    (
+        "dangling interpolation",
+        _mutate("${vars.n}", "${vars.m}"),
+        [],
+        "stages.q.sample",
+        "${vars.m} refers to a key that does not exist",
+    ),
     ("env resolver", _mutate('"${vars.n}"', '"${oc.env:HOME}"'), [], "stages.q.sample", "resolvers like"),
     ("invalid yaml", "name: t\nstages:\n  q: [unclosed\n", [], "recipe.yaml:", "invalid YAML"),
     ("not a mapping", "- a\n- b\n", [], "", "must be a YAML mapping"),
-    ("backend without type", BASE.replace("{type: transformers}", "{model: x}"), [], "backends.small.type",
-     "missing required key"),
-    ("unknown backend type", BASE.replace("type: transformers", "type: transformer"), [], "backends.small.type",
-     "unknown backend type 'transformer' (did you mean 'transformers'?)"),
-    ("backend typo", BASE.replace("{type: transformers}", "{type: transformers, modle: x}"), [],
-     "backends.small.modle", "unknown key (did you mean 'model'?)"),
-    ("backend bad value", BASE.replace("{type: transformers}", "{type: transformers, batch_size: 0}"), [],
-     "backends.small.batch_size", "greater than or equal to 1"),
+    (
+        "backend without type",
+        BASE.replace("{type: transformers}", "{model: x}"),
+        [],
+        "backends.small.type",
+        "missing required key",
+    ),
+    (
+        "unknown backend type",
+        BASE.replace("type: transformers", "type: transformer"),
+        [],
+        "backends.small.type",
+        "unknown backend type 'transformer' (did you mean 'transformers'?)",
+    ),
+    (
+        "backend typo",
+        BASE.replace("{type: transformers}", "{type: transformers, modle: x}"),
+        [],
+        "backends.small.modle",
+        "unknown key (did you mean 'model'?)",
+    ),
+    (
+        "backend bad value",
+        BASE.replace("{type: transformers}", "{type: transformers, batch_size: 0}"),
+        [],
+        "backends.small.batch_size",
+        "greater than or equal to 1",
+    ),
     ("override syntax", BASE, ["stages.q.sample"], "", "expected key=value"),
     ("override typo", BASE, ["stages.q.sampel=2"], "stages.q.sampel", "unknown key (did you mean 'sample'?)"),
     ("override wrong type", BASE, ["stages.c.n_rows=lots"], "stages.c.n_rows", "valid integer"),
-    ("hook not importable", _mutate("toy_stages:counter", "no_such_module:thing"), [], "stages.c.uses",
-     "cannot import stage hook"),
-    ("hook not a stage", _mutate("toy_stages:counter", "toy_stages:NotAStage"), [], "stages.c.uses",
-     "is not a stage: it lacks Options, run"),
-    ("operational out of range", _mutate("inputs: [q]", "inputs: [q], batch_size: 0"), [], "stages.c.batch_size",
-     "greater than or equal to 1"),
-    ("publish unknown stage", BASE + "publish: {to: local, repo: x, stages: [qq]}\n", [], "publish.stages[0]",
-     "unknown stage 'qq'"),
-    ("publish typo", BASE + "publish: {to: local, repo: x, layuot: per_stage}\n", [], "publish.layuot",
-     "unknown key (did you mean 'layout'?)"),
+    (
+        "hook not importable",
+        _mutate("toy_stages:counter", "no_such_module:thing"),
+        [],
+        "stages.c.uses",
+        "cannot import stage hook",
+    ),
+    (
+        "hook not a stage",
+        _mutate("toy_stages:counter", "toy_stages:NotAStage"),
+        [],
+        "stages.c.uses",
+        "is not a stage: it lacks Options, run",
+    ),
+    (
+        "operational out of range",
+        _mutate("inputs: [q]", "inputs: [q], batch_size: 0"),
+        [],
+        "stages.c.batch_size",
+        "greater than or equal to 1",
+    ),
+    (
+        "publish unknown stage",
+        BASE + "publish: {to: local, repo: x, stages: [qq]}\n",
+        [],
+        "publish.stages[0]",
+        "unknown stage 'qq'",
+    ),
+    (
+        "publish typo",
+        BASE + "publish: {to: local, repo: x, layuot: per_stage}\n",
+        [],
+        "publish.layuot",
+        "unknown key (did you mean 'layout'?)",
+    ),
 ]
 
 
@@ -114,12 +194,16 @@ def test_malformed_recipe_fails_with_one_precise_line(text, overrides, path, fra
     recipe = write_recipe(text)
     with pytest.raises(RecipeError) as info:
         load_recipe(recipe, overrides)
-    assert info.value.path == path or (path.endswith(":") and str(info.value).startswith(str(recipe) + ":")), \
-        str(info.value)
+    assert info.value.path == path or (path.endswith(":") and str(info.value).startswith(str(recipe) + ":")), str(
+        info.value
+    )
     assert fragment in str(info.value)
 
-    result = cli("validate", recipe) if not overrides else cli("plan", recipe, *overrides, "--runs-dir",
-                                                                  recipe.parent / "runs")
+    result = (
+        cli("validate", recipe)
+        if not overrides
+        else cli("plan", recipe, *overrides, "--runs-dir", recipe.parent / "runs")
+    )
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

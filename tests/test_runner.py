@@ -108,8 +108,9 @@ def test_crash_keeps_finished_batches_and_resumes(recipe, tmp_path, cli):
 
 def test_killed_build_resumes_to_identical_output(recipe, tmp_path):
     runs = tmp_path / "runs"
-    proc = factory_subprocess("build", recipe, "stages.a.sleep_s=0.4", "--runs-dir", runs, "--no-progress",
-                              background=True)
+    proc = factory_subprocess(
+        "build", recipe, "stages.a.sleep_s=0.4", "--runs-dir", runs, "--no-progress", background=True
+    )
     runner = Runner(load_recipe(recipe), runs_dir=runs, progress=False)
     deadline = time.time() + 120
     while len(runner.store("a").done_batches()) < 2:

@@ -55,8 +55,12 @@ def counter_run(options: CounterOptions, inputs, ctx):
 
 
 counter = SimpleNamespace(
-    __doc__="Toy stage for runner tests.", VERSION=1, INPUTS=(0, None), Options=CounterOptions,
-    plan=counter_plan, run=counter_run,
+    __doc__="Toy stage for runner tests.",
+    VERSION=1,
+    INPUTS=(0, None),
+    Options=CounterOptions,
+    plan=counter_plan,
+    run=counter_run,
 )
 
 

@@ -26,8 +26,9 @@ class TransformersConfig(BackendConfig):
     type: Literal["transformers"] = "transformers"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
     device: str | None = operational(None, description="'cpu', 'cuda', 'cuda:1'...; None picks the GPU if present")
-    batch_size: int = operational(8, description="prompts per forward pass; higher is faster and uses more memory",
-                                  ge=1)
+    batch_size: int = operational(
+        8, description="prompts per forward pass; higher is faster and uses more memory", ge=1
+    )
 
 
 class VLLMConfig(BackendConfig):

@@ -74,8 +74,9 @@ def parse_variable(name: str) -> dict[str, str] | None:
     return m.groupdict() if m else None
 
 
-def read_api_table(path: str | Path, name: str, labels: dict[str, str] | None = None,
-                   key: str = "state_po") -> ApiTable:
+def read_api_table(
+    path: str | Path, name: str, labels: dict[str, str] | None = None, key: str = "state_po"
+) -> ApiTable:
     """Read a wide API-format CSV (optionally gzipped). Errors name the file and the column."""
     path = Path(path)
     try:
@@ -87,8 +88,9 @@ def read_api_table(path: str | Path, name: str, labels: dict[str, str] | None = 
     return table_from_frame(frame, str(path), name, labels or {}, key)
 
 
-def table_from_frame(frame: pd.DataFrame, where: str, name: str, labels: dict[str, str],
-                     key: str = "state_po") -> ApiTable:
+def table_from_frame(
+    frame: pd.DataFrame, where: str, name: str, labels: dict[str, str], key: str = "state_po"
+) -> ApiTable:
     if key not in frame.columns:
         raise DataError(f"{where}: missing column '{key}'")
     if frame[key].duplicated().any():
@@ -97,8 +99,13 @@ def table_from_frame(frame: pd.DataFrame, where: str, name: str, labels: dict[st
     if not value_cols:
         raise DataError(f"{where}: no {name}_... estimate columns (is this the {name} table?)")
     raw = frame[value_cols].apply(lambda s: pd.to_numeric(s.replace("", np.nan), errors="coerce"))
-    bad = [c for c in value_cols if raw[c].isna().any() and (frame[c].str.strip() != "").any()
-           and raw[c][frame[c].str.strip() != ""].isna().any()]
+    bad = [
+        c
+        for c in value_cols
+        if raw[c].isna().any()
+        and (frame[c].str.strip() != "").any()
+        and raw[c][frame[c].str.strip() != ""].isna().any()
+    ]
     if bad:
         col = bad[0]
         cell = frame.loc[raw[col].isna() & (frame[col].str.strip() != ""), col].iloc[0]
@@ -110,8 +117,10 @@ def table_from_frame(frame: pd.DataFrame, where: str, name: str, labels: dict[st
     if unknown.to_numpy().any():
         col = unknown.any().idxmax()
         geo = unknown[col].idxmax()
-        raise DataError(f"{where}: column '{col}', geography '{geo}': negative value {raw.at[geo, col]:g} "
-                        "is neither a count nor a Census annotation code")
+        raise DataError(
+            f"{where}: column '{col}', geography '{geo}': negative value {raw.at[geo, col]:g} "
+            "is neither a count nor a Census annotation code"
+        )
     values = raw.mask(negative)
     geo = frame[[c for c in GEO_COLUMNS if c in frame.columns]].copy()
     geo.index = raw.index

@@ -16,9 +16,13 @@ import numpy as np
 from factory.resources import data_path
 
 TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")  # OCEAN, output order
-_FILE_KEYS = {"openness": "openness_score", "conscientiousness": "conscientiousness_score",
-              "extraversion": "extraversion_score", "agreeableness": "agreeable_score",
-              "neuroticism": "neuroticism_score"}
+_FILE_KEYS = {
+    "openness": "openness_score",
+    "conscientiousness": "conscientiousness_score",
+    "extraversion": "extraversion_score",
+    "agreeableness": "agreeable_score",
+    "neuroticism": "neuroticism_score",
+}
 
 
 @lru_cache(maxsize=1)
@@ -39,15 +43,17 @@ def model() -> dict:
 
 def conditional_mean(age: np.ndarray, male: np.ndarray, us_born: np.ndarray) -> np.ndarray:
     m = model()
-    x = np.stack([age.astype(np.float64), np.where(male, 1.0, 2.0), us_born.astype(np.float64)], axis=1)
-    z = (x - m["mean"]) / m["scale"]
-    return m["intercept"] + z @ m["coef"].T
+    x = np.stack(
+        [age.astype(np.float32), np.where(male, 1.0, 2.0).astype(np.float32), us_born.astype(np.float32)], axis=1
+    )
+    z = (x - m["mean"].astype(np.float32)) / m["scale"].astype(np.float32)
+    return m["intercept"].astype(np.float32) + z @ m["coef"].T.astype(np.float32)
 
 
 def sample(age: np.ndarray, male: np.ndarray, us_born: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(n, 5) scores in OCEAN order, clipped to [0, 1]."""
     mu = conditional_mean(age, male, us_born)
-    noise = rng.standard_normal(mu.shape) @ model()["chol"].T
+    noise = rng.standard_normal(mu.shape, dtype=np.float32) @ model()["chol"].T.astype(np.float32)
     return np.clip(mu + noise, 0.0, 1.0)
 
 

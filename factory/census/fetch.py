@@ -71,8 +71,9 @@ def fetch(year: int, tables: list[str], out: Path, base_url: str = API, timeout:
         written.append(path)
         meta = _get(f"{base_url}/{year}/{kind}/groups/{table}.json", f"{table} {year} variables", timeout)
         for var, info in (meta.get("variables", {}) if isinstance(meta, dict) else {}).items():
-            variables.append({"VARIABLE": var, "TYPE": info.get("predicateType", ""), "LABEL": info.get("label", ""),
-                              "GROUP": table})
+            variables.append(
+                {"VARIABLE": var, "TYPE": info.get("predicateType", ""), "LABEL": info.get("label", ""), "GROUP": table}
+            )
     vpath = out / f"acs{year}_1yr_variables.csv"
     pd.DataFrame(variables, columns=["VARIABLE", "TYPE", "LABEL", "GROUP"]).to_csv(vpath, index=False)
     written.append(vpath)

@@ -55,18 +55,20 @@ def report(spec: GeoSpec, codes: dict[str, np.ndarray], fit_errors: dict[str, fl
         table = sample_table(codes, margin, sizes)
         stats = compare(table, margin)
         key = f"{kind}: {margin.name}"
-        rows.append({
-            "geography": spec.geo,
-            "attribute": kind,
-            "margin": margin.name,
-            "table": margin.name.split(" ")[0],
-            "dims": list(margin.dims),
-            "given": list(margin.given),
-            "cells": int(np.asarray(margin.table).size),
-            "persons": int(stats["n"]),
-            "tvd": stats["tvd"],
-            "max_abs_error": stats["max_abs_error"],
-            "tvd_oneway": stats["tvd_oneway"],
-            "fit_tvd": float(fit_errors.get(key, 0.0)),
-        })
+        rows.append(
+            {
+                "geography": spec.geo,
+                "attribute": kind,
+                "margin": margin.name,
+                "table": margin.name.split(" ")[0],
+                "dims": list(margin.dims),
+                "given": list(margin.given),
+                "cells": int(np.asarray(margin.table).size),
+                "persons": int(stats["n"]),
+                "tvd": stats["tvd"],
+                "max_abs_error": stats["max_abs_error"],
+                "tvd_oneway": stats["tvd_oneway"],
+                "fit_tvd": float(fit_errors.get(key, 0.0)),
+            }
+        )
     return rows

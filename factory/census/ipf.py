@@ -80,11 +80,20 @@ def margin_index(dims: list[str], sizes: list[int], margin: Margin) -> tuple[np.
     return pos, flat.ravel()[pos]
 
 
-def ipf(dims: list[str], sizes: list[int], margins: list[Margin], seed: np.ndarray | None = None,
-        tol: float = 1e-6, max_iter: int = 500) -> FitResult:
+def ipf(
+    dims: list[str],
+    sizes: list[int],
+    margins: list[Margin],
+    seed: np.ndarray | None = None,
+    tol: float = 1e-6,
+    max_iter: int = 500,
+) -> FitResult:
     """Fit the joint; stop when every margin's share error is below `tol` (or after `max_iter` sweeps)."""
-    joint = np.ones(int(np.prod(sizes)), dtype=np.float64) if seed is None else \
-        np.asarray(seed, dtype=np.float64).ravel().copy()
+    joint = (
+        np.ones(int(np.prod(sizes)), dtype=np.float64)
+        if seed is None
+        else np.asarray(seed, dtype=np.float64).ravel().copy()
+    )
     prepared = []
     # count margins last in each sweep: the fitted joint then matches them exactly, and whatever the other
     # (conditional) tables cannot all agree on shows up as their residual error instead
@@ -100,7 +109,7 @@ def ipf(dims: list[str], sizes: list[int], margins: list[Margin], seed: np.ndarr
 
     errors: dict[str, float] = {}
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is reported)
         worst = 0.0
         for m, pos, idx, goal, given, cond in prepared:
             current = np.bincount(idx, weights=joint[pos], minlength=goal.size)

@@ -93,15 +93,15 @@ def dim_sizes(spec: GeoSpec, names: list[str]) -> list[int]:
 
 def age_weights(spec: GeoSpec) -> np.ndarray:
     w = vocab.single_year_weights().copy()
-    w[:spec.min_age] = 0
-    w[spec.max_age + 1:] = 0
+    w[: spec.min_age] = 0
+    w[spec.max_age + 1 :] = 0
     return w
 
 
 def universe_factor(spec: GeoSpec) -> np.ndarray:
     """Share of each fine band inside the recipe's age universe (min_age..max_age)."""
     full, w = vocab.single_year_weights(), age_weights(spec)
-    return np.array([w[lo:hi + 1].sum() / full[lo:hi + 1].sum() for lo, hi in vocab.AGE_BANDS])
+    return np.array([w[lo : hi + 1].sum() / full[lo : hi + 1].sum() for lo, hi in vocab.AGE_BANDS])
 
 
 def _parent_distribution(spec: GeoSpec, core: np.ndarray, blocks: dict, parents: list[str]) -> np.ndarray:
@@ -145,8 +145,13 @@ def fit(spec: GeoSpec, tol: float = 1e-6, max_iter: int = 300) -> FittedGeo:
         bsizes = list(parent.shape) + [len(block.categories)]
         bseed = np.ones(bsizes) if block.seed is None else np.broadcast_to(block.seed, bsizes).astype(np.float64)
         bseed = bseed * parent[..., None]
-        fixed = Margin(f"{block.name}: parents", tuple(block.parents),
-                       {p: np.arange(s) for p, s in zip(block.parents, parent.shape)}, parent, mode="count")
+        fixed = Margin(
+            f"{block.name}: parents",
+            tuple(block.parents),
+            {p: np.arange(s) for p, s in zip(block.parents, parent.shape)},
+            parent,
+            mode="count",
+        )
         r = ipf(bdims, bsizes, [fixed, *block.margins], seed=bseed, tol=tol, max_iter=max_iter)
         blocks[block.name] = (bdims, r.joint)
         iterations[block.name] = r.iterations
@@ -212,7 +217,7 @@ def flat_index(codes: dict[str, np.ndarray], names: list[str], sizes: list[int])
 def derived_age_codes(ages: np.ndarray, groups: list[tuple[int, int]]) -> np.ndarray:
     lookup = np.full(vocab.MAX_AGE + 1, -1, dtype=np.int16)
     for g, (lo, hi) in enumerate(groups):
-        lookup[lo:hi + 1] = g
+        lookup[lo : hi + 1] = g
     return lookup[ages]
 
 
@@ -236,21 +241,36 @@ def sample(fitted: FittedGeo, n: int, rng: np.random.Generator) -> dict[str, np.
 
 
 def single_year_ages(spec: GeoSpec, band: np.ndarray, education: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Age in years inside the band, never below the plausible age of the person's degree."""
+    """Age in years inside the band, never below the plausible age of the person's degree.
+
+    Inside a 5-year band the allowed years are equally likely (start + floor(u x width), O(n)); the open 85+ band
+    uses its declining single-year weights."""
     weights = age_weights(spec)
     min_by_edu = np.array([vocab.MIN_AGE_FOR_EDUCATION.get(e, 0) for e in vocab.EDUCATION])
     n_edu = len(vocab.EDUCATION)
-    table = np.zeros((len(vocab.AGE_BANDS) * n_edu, vocab.MAX_AGE + 1))
+    n_bands = len(vocab.AGE_BANDS)
+    start = np.zeros(n_bands * n_edu, dtype=np.int64)
+    width = np.ones(n_bands * n_edu, dtype=np.int64)
     for b, (lo, hi) in enumerate(vocab.AGE_BANDS):
         for e in range(n_edu):
+            allowed = [a for a in range(max(lo, min_by_edu[e]), hi + 1) if weights[a] > 0]
+            if not allowed:  # the seed excludes this cell; keep the band rather than fail
+                allowed = [a for a in range(lo, hi + 1) if weights[a] > 0] or [lo]
+            start[b * n_edu + e], width[b * n_edu + e] = allowed[0], allowed[-1] - allowed[0] + 1
+    cell = band.astype(np.int64) * n_edu + education
+    u = rng.random(band.shape[0])
+    ages = start[cell] + (u * width[cell]).astype(np.int64)
+    open_band = band == n_bands - 1
+    if open_band.any():  # 85+: declining weights past 85
+        lo, hi = vocab.AGE_BANDS[-1]
+        cell_open = np.arange(n_edu) + (n_bands - 1) * n_edu
+        table = np.zeros((n_edu, vocab.MAX_AGE + 1))
+        for e, c in enumerate(cell_open):
             w = np.zeros(vocab.MAX_AGE + 1)
-            start = max(lo, min_by_edu[e])
-            w[start:hi + 1] = weights[start:hi + 1]
-            if w.sum() == 0:  # the seed excludes this cell; keep the band rather than fail
-                w[lo:hi + 1] = weights[lo:hi + 1] if weights[lo:hi + 1].sum() else 1.0
-            table[b * n_edu + e] = np.cumsum(w) / w.sum()
-    parent = band.astype(np.int64) * n_edu + education
-    return search_rows(table, parent, rng.random(band.shape[0])).astype(np.int16)
+            w[start[c] : start[c] + width[c]] = weights[start[c] : start[c] + width[c]]
+            table[e] = np.cumsum(w) / w.sum()
+        ages[open_band] = search_rows(table, education[open_band].astype(np.int64), u[open_band])
+    return ages.astype(np.int16)
 
 
 def race_alone(race_ethnicity: np.ndarray, hispanic_mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -11,8 +11,16 @@ from factory.census.model import GeoSpec
 
 PAPER_AGE = [(18, 19), (20, 24), (25, 29), (30, 34), (35, 44), (45, 54), (55, 64), (65, 74), (75, 84), (85, 99)]
 PAPER_AGE_NAMES = ["18-19", "20-24", "25-29", "30-34", "35-44", "45-54", "55-64", "65-74", "75-84", "85+"]
-PAPER_RACE = ["Hispanic or Latino", "White", "Black", "American Indian and Alaska Native", "Asian",
-              "Native Hawaiian and Pacific Islander", "Some other race", "Two or more races"]
+PAPER_RACE = [
+    "Hispanic or Latino",
+    "White",
+    "Black",
+    "American Indian and Alaska Native",
+    "Asian",
+    "Native Hawaiian and Pacific Islander",
+    "Some other race",
+    "Two or more races",
+]
 LANGUAGE_OF = np.array([0] + [1 + i // 2 for i in range(8)])  # combined language x ability -> language
 ENGLISH_OF = np.array([0] + [1, 2] * 4)
 NATIVITY = ["Native", "Foreign born"]
@@ -35,8 +43,7 @@ def _class_label(names: list[str]):
     return ClassLabel(names=list(names))
 
 
-def full_dataset(spec: GeoSpec, codes: dict[str, np.ndarray], traits: np.ndarray | None, n: int,
-                 all_geos: list[str]):
+def full_dataset(spec: GeoSpec, codes: dict[str, np.ndarray], traits: np.ndarray | None, n: int, all_geos: list[str]):
     from datasets import Features, Value
 
     blocks = {b.name: b.categories for b in spec.blocks}
@@ -70,20 +77,32 @@ def full_dataset(spec: GeoSpec, codes: dict[str, np.ndarray], traits: np.ndarray
         "citizenship": codes["nativity"],
     }
     features = {
-        "person_id": Value("string"), "geography": _class_label(all_geos), "geography_id": Value("string"),
-        "geography_name": Value("string"), "weight": Value("float64"), "age": Value("int16"),
-        "age_band": _class_label(vocab.AGE), "sex": _class_label(vocab.SEX),
-        "race_ethnicity": _class_label(vocab.RACE_ETHNICITY), "hispanic": Value("bool"),
-        "race": _class_label(vocab.RACE), "education": _class_label(vocab.EDUCATION),
+        "person_id": Value("string"),
+        "geography": _class_label(all_geos),
+        "geography_id": Value("string"),
+        "geography_name": Value("string"),
+        "weight": Value("float64"),
+        "age": Value("int16"),
+        "age_band": _class_label(vocab.AGE),
+        "sex": _class_label(vocab.SEX),
+        "race_ethnicity": _class_label(vocab.RACE_ETHNICITY),
+        "hispanic": Value("bool"),
+        "race": _class_label(vocab.RACE),
+        "education": _class_label(vocab.EDUCATION),
         "school_enrollment": _class_label(blocks["school_enrollment"]),
-        "marital_status": _class_label(vocab.MARITAL), "relationship": _class_label(blocks["relationship"]),
+        "marital_status": _class_label(vocab.MARITAL),
+        "relationship": _class_label(blocks["relationship"]),
         "household_type": _class_label(blocks["household_type"]),
-        "employment_status": _class_label(vocab.EMPLOYMENT), "occupation": _class_label(blocks["occupation"]),
-        "industry": _class_label(blocks["industry"]), "class_of_worker": _class_label(blocks["class_of_worker"]),
+        "employment_status": _class_label(vocab.EMPLOYMENT),
+        "occupation": _class_label(blocks["occupation"]),
+        "industry": _class_label(blocks["industry"]),
+        "class_of_worker": _class_label(blocks["class_of_worker"]),
         "household_income": _class_label(blocks["household_income"]),
         "health_insurance": _class_label(blocks["health_insurance"]),
-        "veteran_status": _class_label(blocks["veteran"]), "language": _class_label(vocab.LANGUAGE),
-        "english_ability": _class_label(vocab.ENGLISH), "nativity": _class_label(NATIVITY),
+        "veteran_status": _class_label(blocks["veteran"]),
+        "language": _class_label(vocab.LANGUAGE),
+        "english_ability": _class_label(vocab.ENGLISH),
+        "nativity": _class_label(NATIVITY),
         "citizenship": _class_label(CITIZENSHIP),
     }
     if traits is not None:
@@ -131,7 +150,7 @@ def paper_dataset(spec: GeoSpec, codes: dict[str, np.ndarray], n: int, all_geos:
 
     lookup = np.zeros(vocab.MAX_AGE + 1, dtype=np.int64)
     for i, (lo, hi) in enumerate(PAPER_AGE):
-        lookup[lo:hi + 1] = i
+        lookup[lo : hi + 1] = i
     cols = {
         "person_id": person_ids(spec.geo, n),
         "STATE": _repeat(spec.geo, n),
@@ -140,8 +159,16 @@ def paper_dataset(spec: GeoSpec, codes: dict[str, np.ndarray], n: int, all_geos:
         "RACE": codes["race_ethnicity"].astype(np.int64),
         "weight": np.full(n, spec.population / n),
     }
-    features = Features({"person_id": Value("string"), "STATE": Value("string"), "AGE": _class_label(PAPER_AGE_NAMES),
-                         "SEX": _class_label(vocab.SEX), "RACE": _class_label(PAPER_RACE), "weight": Value("float64")})
+    features = Features(
+        {
+            "person_id": Value("string"),
+            "STATE": Value("string"),
+            "AGE": _class_label(PAPER_AGE_NAMES),
+            "SEX": _class_label(vocab.SEX),
+            "RACE": _class_label(PAPER_RACE),
+            "weight": Value("float64"),
+        }
+    )
     return _dataset(cols, features)
 
 
@@ -152,16 +179,18 @@ def rule_checks(codes: dict[str, np.ndarray]) -> dict[str, float]:
     none = 0  # index of "None" in occupation / industry / class of worker
     married = codes["marital_status"] == vocab.MARITAL.index("Now married, except separated")
     return {
-        "graduate_degree_under_22": float(((edu == vocab.EDUCATION.index("Graduate or professional degree"))
-                                           & (age < 22)).sum()),
+        "graduate_degree_under_22": float(
+            ((edu == vocab.EDUCATION.index("Graduate or professional degree")) & (age < 22)).sum()
+        ),
         "bachelors_under_21": float(((edu == vocab.EDUCATION.index("Bachelor's degree")) & (age < 21)).sum()),
         "occupation_without_employment": float(((codes["occupation"] != none) & ~employed).sum()),
         "employed_without_occupation": float(((codes["occupation"] == none) & employed).sum()),
         "industry_without_employment": float(((codes["industry"] != none) & ~employed).sum()),
         "spouse_not_married": float(((codes["relationship"] == vocab.RELATIONSHIP.index("Spouse")) & ~married).sum()),
         "armed_forces_65_plus": float(((emp == vocab.EMPLOYMENT.index("Armed Forces")) & (age >= 65)).sum()),
-        "veteran_on_active_duty": float(((emp == vocab.EMPLOYMENT.index("Armed Forces"))
-                                         & (codes["veteran"] == 0)).sum()),
+        "veteran_on_active_duty": float(
+            ((emp == vocab.EMPLOYMENT.index("Armed Forces")) & (codes["veteran"] == 0)).sum()
+        ),
     }
 
 
@@ -171,8 +200,12 @@ def fidelity_summary(fidelity, artifacts: Path) -> dict:
     if df.empty:
         return {}
     df["key"] = df["attribute"] + ": " + df["margin"]
-    agg = df.groupby("key", sort=False).agg(tvd_max=("tvd", "max"), tvd_mean=("tvd", "mean"),
-                                            oneway_max=("tvd_oneway", "max"), cell_max=("max_abs_error", "max"))
+    agg = df.groupby("key", sort=False).agg(
+        tvd_max=("tvd", "max"),
+        tvd_mean=("tvd", "mean"),
+        oneway_max=("tvd_oneway", "max"),
+        cell_max=("max_abs_error", "max"),
+    )
     summary = {
         "geographies": int(df["geography"].nunique()),
         "tables": int(len(agg)),
@@ -185,7 +218,40 @@ def fidelity_summary(fidelity, artifacts: Path) -> dict:
     }
     _heatmap(df, artifacts / "fidelity.png")
     summary["plots"] = ["artifacts/fidelity.png"]
+    (artifacts / "card_section.md").write_text(card_section(agg, summary))
+    summary["card_section"] = "artifacts/card_section.md"
     return summary
+
+
+def card_section(agg, summary: dict) -> str:
+    """Markdown for the dataset card: how people were built and how close they are to the census."""
+    from factory.census import model
+
+    structure = model.__doc__.split("Dependency structure", 1)[1].split("Each conditional", 1)[0]
+    lines = [
+        "## How these people were built",
+        "",
+        "Dependency structure" + structure.rstrip(),
+        "",
+        "Each conditional attribute is itself fitted by iterative proportional fitting to every census table that"
+        " crosses it with a parent; persons are drawn by systematic sampling from the fitted joint, so each cell's"
+        " count is within one of its expectation.",
+        "",
+        f"## Fidelity to the census ({summary['geographies']} geographies)",
+        "",
+        "Total-variation distance (TVD) between the synthetic people and each census table, within the table's"
+        " universe and given its conditioning dimensions; worst and mean over geographies.",
+        "",
+        "| table | worst TVD | mean TVD | worst one-way TVD | worst cell error |",
+        "|---|---|---|---|---|",
+    ]
+    for key, row in agg.iterrows():
+        lines.append(
+            f"| {key} | {row['tvd_max']:.4f} | {row['tvd_mean']:.4f} | {row['oneway_max']:.4f} | "
+            f"{row['cell_max']:.4f} |"
+        )
+    lines += ["", "![fidelity](artifacts/fidelity.png)", ""]
+    return "\n".join(lines)
 
 
 def _heatmap(df, path: Path) -> None:

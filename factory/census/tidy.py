@@ -35,8 +35,15 @@ from factory.census.model import Block, GeoSpec, fit
 from factory.errors import DataError
 
 CORE = {"age": "age_band", **{k: k for k in vocab.CORE_DIMS if k != "age_band"}}
-BLOCK_DIMS = ["occupation", "industry", "class_of_worker", "health_insurance", "veteran", "household_income",
-              "school_enrollment"]
+BLOCK_DIMS = [
+    "occupation",
+    "industry",
+    "class_of_worker",
+    "health_insurance",
+    "veteran",
+    "household_income",
+    "school_enrollment",
+]
 DIMENSIONS = list(CORE) + BLOCK_DIMS
 EDUCATION_GROUPS = {
     "Less than high school": [0, 1],
@@ -133,8 +140,9 @@ class TidySource:
 
     def geographies(self) -> pd.DataFrame:
         names = list(dict.fromkeys(self.df["geography"]))
-        return pd.DataFrame({"geo": names, "geo_id": [f"tidy:{n}" for n in names], "name": names,
-                             "fips": [""] * len(names)})
+        return pd.DataFrame(
+            {"geo": names, "geo_id": [f"tidy:{n}" for n in names], "name": names, "fips": [""] * len(names)}
+        )
 
     def population(self, geo: str, min_age: int = 18, max_age: int = vocab.MAX_AGE) -> float:
         spec = self.geo_spec(geo, min_age, max_age, fit_base=False)
@@ -146,10 +154,15 @@ class TidySource:
         if df.empty:
             from factory.errors import did_you_mean
 
-            raise DataError(f"{self.path}: unknown geography '{geo}'{did_you_mean(geo, list(self.geographies()['geo']))}")
+            raise DataError(
+                f"{self.path}: unknown geography '{geo}'{did_you_mean(geo, list(self.geographies()['geo']))}"
+            )
         conds = df.attrs["conditions"]
-        key = df[conds].apply(lambda r: tuple(c for c in conds if r[c] != ""), axis=1) if conds else \
-            pd.Series([()] * len(df), index=df.index)
+        key = (
+            df[conds].apply(lambda r: tuple(c for c in conds if r[c] != ""), axis=1)
+            if conds
+            else pd.Series([()] * len(df), index=df.index)
+        )
         for (dim, used), part in df.groupby([df["dimension"], key], sort=False):
             yield dim, list(used), part
 
@@ -179,14 +192,32 @@ class TidySource:
                 _, joint = base.blocks[b.name]
                 totals = joint.sum(axis=-1, keepdims=True)
                 prior = np.where(totals > 0, joint / np.maximum(totals, 1e-300), 0 if b.seed is None else b.seed)
-            new_blocks.append(Block(b.name, b.categories, b.parents, extra.get(b.name, []), prior,
-                                    f"{'your table; ' if b.name in extra else ''}seeded by {self.base} (ACS 2018)"))
+            new_blocks.append(
+                Block(
+                    b.name,
+                    b.categories,
+                    b.parents,
+                    extra.get(b.name, []),
+                    prior,
+                    f"{'your table; ' if b.name in extra else ''}seeded by {self.base} (ACS 2018)",
+                )
+            )
         seed = None if base is None else base.core / base.core.max()
         population = float(next(m.table.sum() for m in core if m.mode == "count"))
-        return GeoSpec(geo=geo, geo_id=f"tidy:{geo}", name=geo, population=population,
-                       core_margins=core, blocks=new_blocks, core_seed=seed, derived_ages=base_spec.derived_ages,
-                       hispanic_race=base_spec.hispanic_race, min_age=min_age, max_age=max_age,
-                       sources=[f"tidy marginals {self.path.name}", f"seed: ACS 2018 {self.base}"])
+        return GeoSpec(
+            geo=geo,
+            geo_id=f"tidy:{geo}",
+            name=geo,
+            population=population,
+            core_margins=core,
+            blocks=new_blocks,
+            core_seed=seed,
+            derived_ages=base_spec.derived_ages,
+            hispanic_race=base_spec.hispanic_race,
+            min_age=min_age,
+            max_age=max_age,
+            sources=[f"tidy marginals {self.path.name}", f"seed: ACS 2018 {self.base}"],
+        )
 
     def _margin(self, dim: str, conds: list[str], part: pd.DataFrame, where: str, blocks: dict, min_age: int) -> Margin:
         value = self.df.attrs["value"]
@@ -218,12 +249,21 @@ class TidySource:
                 maps["age_band"] = category_map("age", cats["age"], where, blocks)
         if dim in BLOCK_DIMS and "employment_status" in blocks[dim].parents and "employment_status" not in conds:
             # occupation etc. are about the employed: add the universe as a condition
-            emp = np.array([0, -1, -1, -1]) if dim in ("occupation", "industry", "class_of_worker") else np.array([0, 0, -1, 0])
+            emp = (
+                np.array([0, -1, -1, -1])
+                if dim in ("occupation", "industry", "class_of_worker")
+                else np.array([0, 0, -1, 0])
+            )
             maps["employment_status"] = emp
             table = table[None]
             dims = ["employment_status", *dims]
             names["employment_status"] = "employment_status"
         given = tuple(names[d] for d in dims[:-1])
-        return Margin(f"{self.path.stem} {dim}" + (f" x {' x '.join(conds)}" if conds else ""),
-                      tuple(names[d] for d in dims), maps, table, mode="count" if count else "share",
-                      given=() if count else given)
+        return Margin(
+            f"{self.path.stem} {dim}" + (f" x {' x '.join(conds)}" if conds else ""),
+            tuple(names[d] for d in dims),
+            maps,
+            table,
+            mode="count" if count else "share",
+            given=() if count else given,
+        )

@@ -10,8 +10,23 @@ from __future__ import annotations
 
 import numpy as np
 
-AGE_BANDS = [(18, 19), (20, 24), (25, 29), (30, 34), (35, 39), (40, 44), (45, 49), (50, 54), (55, 59), (60, 64),
-             (65, 69), (70, 74), (75, 79), (80, 84), (85, 99)]
+AGE_BANDS = [
+    (18, 19),
+    (20, 24),
+    (25, 29),
+    (30, 34),
+    (35, 39),
+    (40, 44),
+    (45, 49),
+    (50, 54),
+    (55, 59),
+    (60, 64),
+    (65, 69),
+    (70, 74),
+    (75, 79),
+    (80, 84),
+    (85, 99),
+]
 MAX_AGE = 99
 
 
@@ -58,40 +73,99 @@ CORE_DIMS = {
 NONE = "None"  # the category of an attribute that does not apply (occupation of someone not employed)
 
 OCCUPATION = [
-    "Management", "Business and financial operations", "Computer and mathematical",
-    "Architecture and engineering", "Life, physical, and social science", "Community and social service",
-    "Legal", "Educational instruction and library", "Arts, design, entertainment, sports, and media",
-    "Health diagnosing and treating practitioners and other technical", "Health technologists and technicians",
-    "Healthcare support", "Firefighting and prevention, and other protective service", "Law enforcement",
-    "Food preparation and serving related", "Building and grounds cleaning and maintenance",
-    "Personal care and service", "Sales and related", "Office and administrative support",
-    "Farming, fishing, and forestry", "Construction and extraction",
-    "Installation, maintenance, and repair", "Production", "Transportation", "Material moving",
+    "Management",
+    "Business and financial operations",
+    "Computer and mathematical",
+    "Architecture and engineering",
+    "Life, physical, and social science",
+    "Community and social service",
+    "Legal",
+    "Educational instruction and library",
+    "Arts, design, entertainment, sports, and media",
+    "Health diagnosing and treating practitioners and other technical",
+    "Health technologists and technicians",
+    "Healthcare support",
+    "Firefighting and prevention, and other protective service",
+    "Law enforcement",
+    "Food preparation and serving related",
+    "Building and grounds cleaning and maintenance",
+    "Personal care and service",
+    "Sales and related",
+    "Office and administrative support",
+    "Farming, fishing, and forestry",
+    "Construction and extraction",
+    "Installation, maintenance, and repair",
+    "Production",
+    "Transportation",
+    "Material moving",
 ]
 INDUSTRY = [
-    "Agriculture, forestry, fishing and hunting", "Mining, quarrying, and oil and gas extraction", "Construction",
-    "Manufacturing", "Wholesale trade", "Retail trade", "Transportation and warehousing", "Utilities",
-    "Information", "Finance and insurance", "Real estate and rental and leasing",
-    "Professional, scientific, and technical services", "Management of companies and enterprises",
-    "Administrative and support and waste management services", "Educational services",
-    "Health care and social assistance", "Arts, entertainment, and recreation",
-    "Accommodation and food services", "Other services, except public administration", "Public administration",
+    "Agriculture, forestry, fishing and hunting",
+    "Mining, quarrying, and oil and gas extraction",
+    "Construction",
+    "Manufacturing",
+    "Wholesale trade",
+    "Retail trade",
+    "Transportation and warehousing",
+    "Utilities",
+    "Information",
+    "Finance and insurance",
+    "Real estate and rental and leasing",
+    "Professional, scientific, and technical services",
+    "Management of companies and enterprises",
+    "Administrative and support and waste management services",
+    "Educational services",
+    "Health care and social assistance",
+    "Arts, entertainment, and recreation",
+    "Accommodation and food services",
+    "Other services, except public administration",
+    "Public administration",
 ]
-CLASS_OF_WORKER = ["Private wage and salary worker", "Government worker",
-                   "Self-employed in own not incorporated business", "Unpaid family worker"]
+CLASS_OF_WORKER = [
+    "Private wage and salary worker",
+    "Government worker",
+    "Self-employed in own not incorporated business",
+    "Unpaid family worker",
+]
 HEALTH_INSURANCE = ["Insured", "Uninsured"]
 VETERAN = ["Veteran", "Nonveteran"]
-LANGUAGE = ["English only", "Spanish", "Other Indo-European languages", "Asian and Pacific Island languages",
-            "Other languages"]
+LANGUAGE = [
+    "English only",
+    "Spanish",
+    "Other Indo-European languages",
+    "Asian and Pacific Island languages",
+    "Other languages",
+]
 ENGLISH = ["Only English", "Very well", "Less than very well"]
-RELATIONSHIP = ["Householder", "Spouse", "Unmarried partner", "Child", "Other relative", "Nonrelative",
-                "Group quarters"]
-HOUSEHOLD_TYPE = ["Married-couple family", "Male householder, no spouse, family",
-                  "Female householder, no spouse, family", "Nonfamily, living alone", "Nonfamily, not alone",
-                  "Group quarters"]
-HOUSEHOLD_INCOME = ["Less than $10,000", "$10,000 to $14,999", "$15,000 to $24,999", "$25,000 to $34,999",
-                    "$35,000 to $49,999", "$50,000 to $74,999", "$75,000 to $99,999", "$100,000 to $149,999",
-                    "$150,000 to $199,999", "$200,000 or more"]
+RELATIONSHIP = [
+    "Householder",
+    "Spouse",
+    "Unmarried partner",
+    "Child",
+    "Other relative",
+    "Nonrelative",
+    "Group quarters",
+]
+HOUSEHOLD_TYPE = [
+    "Married-couple family",
+    "Male householder, no spouse, family",
+    "Female householder, no spouse, family",
+    "Nonfamily, living alone",
+    "Nonfamily, not alone",
+    "Group quarters",
+]
+HOUSEHOLD_INCOME = [
+    "Less than $10,000",
+    "$10,000 to $14,999",
+    "$15,000 to $24,999",
+    "$25,000 to $34,999",
+    "$35,000 to $49,999",
+    "$50,000 to $74,999",
+    "$75,000 to $99,999",
+    "$100,000 to $149,999",
+    "$150,000 to $199,999",
+    "$200,000 or more",
+]
 ENROLLMENT = ["Not enrolled", "High school (grades 9-12)", "College or graduate school"]
 
 # Earliest age at which a degree is plausible: single-year ages are drawn at or above it (no 18-year-old with a
@@ -116,11 +190,11 @@ def age_fraction_matrix(groups: list[tuple[int, int]], weights: np.ndarray | Non
     w = np.ones(MAX_AGE + 1) if weights is None else weights
     out = np.zeros((len(AGE_BANDS), len(groups)))
     for i, (lo, hi) in enumerate(AGE_BANDS):
-        total = w[lo:hi + 1].sum()
+        total = w[lo : hi + 1].sum()
         for g, (glo, ghi) in enumerate(groups):
             a, b = max(lo, glo), min(hi, ghi)
             if a <= b:
-                out[i, g] = w[a:b + 1].sum() / total
+                out[i, g] = w[a : b + 1].sum() / total
     return out
 
 

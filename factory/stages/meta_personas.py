@@ -42,8 +42,12 @@ INPUTS = (0, 0)
 
 TARGET_PRESETS = {
     # the personality-populations study's four target groups, (O, C, E, A, N)
-    "mbti_roles": {"Analyst": [0.90, 0.60, 0.35, 0.25, 0.35], "Diplomat": [0.90, 0.50, 0.45, 0.90, 0.60],
-                   "Sentinel": [0.25, 0.90, 0.50, 0.65, 0.40], "Explorer": [0.40, 0.25, 0.80, 0.65, 0.25]},
+    "mbti_roles": {
+        "Analyst": [0.90, 0.60, 0.35, 0.25, 0.35],
+        "Diplomat": [0.90, 0.50, 0.45, 0.90, 0.60],
+        "Sentinel": [0.25, 0.90, 0.50, 0.65, 0.40],
+        "Explorer": [0.40, 0.25, 0.80, 0.65, 0.25],
+    },
 }
 
 
@@ -55,13 +59,15 @@ def _unit_vector(v: list[float]) -> list[float]:
 
 class BigFiveOptions(Options):
     mode: Literal["census", "targets", "none"] = Field(
-        "census", description="census: conditional normal on age, sex and US birth; targets: around given vectors")
+        "census", description="census: conditional normal on age, sex and US birth; targets: around given vectors"
+    )
     targets: dict[str, Annotated[list[float], AfterValidator(_unit_vector)]] | str | None = Field(
-        None, description="name -> [O, C, E, A, N], or a preset name ('mbti_roles'); assigned round-robin")
+        None, description="name -> [O, C, E, A, N], or a preset name ('mbti_roles'); assigned round-robin"
+    )
     spread: float = Field(0.0, ge=0, le=0.5, description="standard deviation around target vectors")
 
     @model_validator(mode="after")
-    def _targets(self) -> "BigFiveOptions":
+    def _targets(self) -> BigFiveOptions:
         if self.mode == "targets":
             if self.targets is None:
                 raise ValueError("mode 'targets' needs targets (a mapping or a preset name)")
@@ -77,23 +83,27 @@ class BigFiveOptions(Options):
 class Options(StageOptions):
     source: Literal["acs2018", "acs2023", "tidy"] = Field("acs2018", description="census source (factory ls)")
     geographies: list[str] | Literal["all"] = Field(
-        "all", description="state postal codes (NY, DC, ...), or the geography names of a tidy file; 'all'")
+        "all", description="state postal codes (NY, DC, ...), or the geography names of a tidy file; 'all'"
+    )
     n_per_geography: int | None = Field(None, ge=1, description="persons per geography (default 1000)")
     n_total: int | None = Field(None, ge=1, description="persons in all, split in proportion to population")
     min_age: int = Field(18, ge=18, le=99, description="youngest age in the universe")
     max_age: int = Field(99, ge=18, le=99, description="oldest age in the universe (85+ is spread up to 99)")
     mode: Literal["full", "paper"] = Field(
-        "full", description="full attribute set, or the persona-catch study's AGE/SEX/RACE/STATE meta persona")
+        "full", description="full attribute set, or the persona-catch study's AGE/SEX/RACE/STATE meta persona"
+    )
     bigfive: BigFiveOptions = Field(default_factory=BigFiveOptions)
     census_dir: DataDir | None = Field(
-        None, description="acs2018 source: read the tables from this folder instead (another vintage in the same "
-                          "layout, e.g. from `factory census fetch`); its variable labels are checked")
+        None,
+        description="acs2018 source: read the tables from this folder instead (another vintage in the same "
+        "layout, e.g. from `factory census fetch`); its variable labels are checked",
+    )
     marginals: DataFile | None = Field(None, description="tidy source: the marginals file")
     base_geography: str | None = Field(None, description="tidy source: ACS 2018 state whose structure seeds the fit")
     ipf_tolerance: float = Field(1e-6, gt=0, le=0.01, description="IPF stops when every table is this close (TV)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Options":
+    def _consistent(self) -> Options:
         from factory.census.sources import state_codes
 
         if self.n_per_geography is not None and self.n_total is not None:
@@ -108,8 +118,10 @@ class Options(StageOptions):
         if self.census_dir is not None and self.source != "acs2018":
             raise ValueError(f"census_dir is only read by source 'acs2018', not '{self.source}'")
         if self.base_geography is not None and self.base_geography not in state_codes("acs2018"):
-            raise ValueError(f"unknown base_geography '{self.base_geography}'"
-                             f"{did_you_mean(self.base_geography, state_codes('acs2018'))}")
+            raise ValueError(
+                f"unknown base_geography '{self.base_geography}'"
+                f"{did_you_mean(self.base_geography, state_codes('acs2018'))}"
+            )
         if self.source != "tidy" and self.census_dir is None and self.geographies != "all":
             known = state_codes(self.source)
             for g in self.geographies:

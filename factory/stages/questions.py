@@ -51,7 +51,7 @@ class Options(StageOptions):
     files: list[DataFile] = Field(
         default_factory=list,
         description="user question files: .json in the studies' context.json shape, or .csv with topic,question"
-                    " (optional id, options as 'A|B|C'); paths relative to the recipe",
+        " (optional id, options as 'A|B|C'); paths relative to the recipe",
     )
     topics: list[str] | None = Field(None, description="keep questions whose topic is one of these (case-insensitive)")
     ids: list[str] | None = Field(None, description="keep these question ids ('opinionqa/GUN_W26' or 'GUN_W26')")
@@ -98,8 +98,10 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
         have = {r["topic"].casefold() for r in rows}
         for folded, topic in wanted.items():
             if folded not in have:
-                raise DataError(f"stages.{ctx.stage}.topics: '{topic}' matches no question"
-                                f"{did_you_mean(topic, sorted({r['topic'] for r in rows}))}")
+                raise DataError(
+                    f"stages.{ctx.stage}.topics: '{topic}' matches no question"
+                    f"{did_you_mean(topic, sorted({r['topic'] for r in rows}))}"
+                )
         rows = [r for r in rows if r["topic"].casefold() in wanted]
     if options.ids is not None:
         full = {r["question_id"]: r for r in rows}
@@ -123,8 +125,10 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
 
     if options.sample is not None:
         if options.sample > len(rows):
-            raise DataError(f"stages.{ctx.stage}.sample: {options.sample} requested but only {len(rows)} questions"
-                            " match the selection")
+            raise DataError(
+                f"stages.{ctx.stage}.sample: {options.sample} requested but only {len(rows)} questions"
+                " match the selection"
+            )
         picked = ctx.rng("sample").choice(len(rows), size=options.sample, replace=False)
         rows = [rows[i] for i in sorted(picked.tolist())]
     if not rows:
