@@ -105,6 +105,9 @@ def test_fidelity_plot_and_summary(big):
     assert summary["tvd_max"] <= 0.01 and summary["tables_over_0.01"] == []
     png = store.dir / "artifacts" / "fidelity.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (store.dir / "artifacts" / "card_section.md").read_text()
+    assert "Dependency structure" in card and "occupation              | sex, employment" in card
+    assert "| core: S1201 marital status x age x sex |" in card and "Big Five" in card
 
 
 SMALL = (

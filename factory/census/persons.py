@@ -194,7 +194,7 @@ def rule_checks(codes: dict[str, np.ndarray]) -> dict[str, float]:
     }
 
 
-def fidelity_summary(fidelity, artifacts: Path) -> dict:
+def fidelity_summary(fidelity, artifacts: Path, notes: list[str] | None = None) -> dict:
     """Worst and mean TVD per census table over geographies, the tables above 0.01, and a heatmap PNG."""
     df = fidelity.to_pandas()
     if df.empty:
@@ -218,12 +218,12 @@ def fidelity_summary(fidelity, artifacts: Path) -> dict:
     }
     _heatmap(df, artifacts / "fidelity.png")
     summary["plots"] = ["artifacts/fidelity.png"]
-    (artifacts / "card_section.md").write_text(card_section(agg, summary))
+    (artifacts / "card_section.md").write_text(card_section(agg, summary, notes or []))
     summary["card_section"] = "artifacts/card_section.md"
     return summary
 
 
-def card_section(agg, summary: dict) -> str:
+def card_section(agg, summary: dict, notes: list[str]) -> str:
     """Markdown for the dataset card: how people were built and how close they are to the census."""
     from factory.census import model
 
@@ -251,6 +251,8 @@ def card_section(agg, summary: dict) -> str:
             f"{row['cell_max']:.4f} |"
         )
     lines += ["", "![fidelity](artifacts/fidelity.png)", ""]
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     return "\n".join(lines)
 
 

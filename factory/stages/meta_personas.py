@@ -191,4 +191,17 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts) -> dict:
     from factory.census.persons import fidelity_summary
 
-    return fidelity_summary(outputs["fidelity"], artifacts)
+    notes = []
+    if options.mode == "paper":
+        notes.append(
+            "Paper mode reproduces the persona-catch study's meta persona (AGE band, SEX, RACE, STATE, its category "
+            "strings). The study drew age x sex x race from ACS 2023 B01001 race iterations, which are not shipped: "
+            "here it comes from the joint fitted to the ACS tables above. Unlike the study, Hispanic people are "
+            "counted once, 'Some other race' is kept and DC is included."
+        )
+    if options.bigfive.mode == "census":
+        notes.append(
+            "Big Five: conditional multivariate normal on age, sex and US birth, fitted on 245,850 IPIP-NEO "
+            "internet respondents (a young, self-selected sample), clipped to [0, 1]."
+        )
+    return fidelity_summary(outputs["fidelity"], artifacts, notes)
