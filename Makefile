@@ -30,6 +30,7 @@ lint: venv
 
 bench: venv
 	$(BIN)/python bench/runner_overhead.py
+	$(BIN)/python bench/census_sampling.py
 
 clean:
 	rm -rf runs .pytest_cache
