@@ -1,0 +1,224 @@
+"""The `transformers` backend: batched chat generation on CPU or GPU, grammar-constrained with xgrammar, and
+choice scoring that reuses the shared prompt's KV cache.
+
+Generation is an explicit decode loop rather than `model.generate`, because every request carries its own seed
+(a `torch.Generator` per row, so a request's tokens do not depend on which other requests share its batch, up to
+floating-point effects of padding) and its own grammar matcher (JSON schema or fixed choices), whose token bitmask
+is applied to that row's logits before sampling.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+
+from factory.llm.types import Constraint, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(
+        self,
+        model_path: str,
+        revision: str | None = None,
+        dtype: str = "auto",
+        device: str | None = None,
+        batch_size: int = 8,
+        model_id: str | None = None,
+    ):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_id = model_id or model_path
+        self.revision = revision
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            dtype
+        ]
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=torch_dtype)
+        self.model.to(self.device).eval()
+        self.batch_size = batch_size
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.eos_ids = self._eos_ids()
+        self._grammar = None
+        self._compiled: dict[Constraint, Any] = {}
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gen = getattr(self.model, "generation_config", None)
+        extra = getattr(gen, "eos_token_id", None)
+        if isinstance(extra, int):
+            ids.add(extra)
+        elif isinstance(extra, list):
+            ids.update(extra)
+        return {i for i in ids if i is not None}
+
+    # --- prompts -------------------------------------------------------------------------------------------
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    # --- constraints ---------------------------------------------------------------------------------------
+    def _compiler(self):
+        if self._grammar is None:
+            import xgrammar as xgr
+
+            info = xgr.TokenizerInfo.from_huggingface(
+                self.tokenizer, vocab_size=self.model.config.vocab_size, stop_token_ids=sorted(self.eos_ids)
+            )
+            self._grammar = (xgr, info, xgr.GrammarCompiler(info))
+        return self._grammar
+
+    def _matcher(self, constraint: Constraint | None):
+        if constraint is None:
+            return None
+        xgr, _, compiler = self._compiler()
+        if constraint not in self._compiled:
+            if constraint.json_schema is not None:
+                self._compiled[constraint] = compiler.compile_json_schema(constraint.json_schema, any_whitespace=False)
+            else:
+                alternatives = " | ".join(json.dumps(c) for c in constraint.choices or ())
+                self._compiled[constraint] = compiler.compile_grammar(f"root ::= {alternatives}")
+        return xgr.GrammarMatcher(self._compiled[constraint])
+
+    # --- generation ----------------------------------------------------------------------------------------
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        results: list[GenerationResult] = []
+        for start in range(0, len(requests), self.batch_size):
+            results += self._generate_batch(requests[start : start + self.batch_size])
+        return results
+
+    @torch.inference_mode()
+    def _generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        started = time.perf_counter()
+        prompts = [self.prompt_ids(r.message_dicts()) for r in requests]
+        n = len(requests)
+        longest = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((n, longest), pad, dtype=torch.long)
+        mask = torch.zeros((n, longest), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding
+            ids[i, longest - len(p) :] = torch.tensor(p)
+            mask[i, longest - len(p) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generators = []
+        for r in requests:
+            g = torch.Generator(device="cpu")
+            g.manual_seed((r.sampling.seed * 1_000_003 + r.sample_index) % (2**63 - 1))
+            generators.append(g)
+        matchers = [self._matcher(r.constraint) for r in requests]
+        bitmask = None
+        if any(m is not None for m in matchers):
+            xgr, info, _ = self._compiler()
+            bitmask = xgr.allocate_token_bitmask(n, info.vocab_size)
+        out_tokens: list[list[int]] = [[] for _ in range(n)]
+        done = [False] * n
+        finish = ["length"] * n
+        max_new = max(r.sampling.max_tokens for r in requests)
+        past = None
+        step_ids, step_pos, attn = ids, positions, mask
+        for _ in range(max_new):
+            out = self.model(
+                input_ids=step_ids, attention_mask=attn, position_ids=step_pos, past_key_values=past, use_cache=True
+            )
+            past = out.past_key_values
+            logits = out.logits[:, -1, :].float().cpu()
+            if bitmask is not None:
+                xgr, info, _ = self._compiler()
+                rows = [i for i, m in enumerate(matchers) if m is not None and not done[i]]
+                for i in rows:
+                    matchers[i].fill_next_token_bitmask(bitmask, i)
+                if rows:
+                    xgr.apply_token_bitmask_inplace(logits, bitmask, vocab_size=info.vocab_size, indices=rows)
+            next_tokens = []
+            for i, r in enumerate(requests):
+                if done[i]:
+                    next_tokens.append(pad)
+                    continue
+                token = self._sample(logits[i], r, generators[i])
+                next_tokens.append(token)
+                if matchers[i] is not None:
+                    matchers[i].accept_token(token)
+                if token in self.eos_ids or (matchers[i] is not None and matchers[i].is_terminated()):
+                    done[i], finish[i] = True, "stop"
+                    if token not in self.eos_ids:
+                        out_tokens[i].append(token)
+                    continue
+                out_tokens[i].append(token)
+                if len(out_tokens[i]) >= r.sampling.max_tokens:
+                    done[i] = True
+                elif r.sampling.stop and self._hit_stop(out_tokens[i], r.sampling.stop):
+                    done[i], finish[i] = True, "stop"
+            if all(done):
+                break
+            step_ids = torch.tensor(next_tokens, device=self.device)[:, None]
+            step_pos = step_pos[:, -1:] + 1
+            attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=self.device)], dim=1)
+        seconds = time.perf_counter() - started
+        results = []
+        for i, r in enumerate(requests):
+            text = self.tokenizer.decode(out_tokens[i], skip_special_tokens=True)
+            if r.sampling.stop and finish[i] == "stop":
+                cut = [text.find(s) for s in r.sampling.stop if s in text]
+                if cut:
+                    text = text[: min(cut)]
+            results.append(GenerationResult(text, finish[i], len(prompts[i]), len(out_tokens[i]), seconds / n))
+        return results
+
+    def _hit_stop(self, tokens: list[int], stop: tuple[str, ...]) -> bool:
+        tail = self.tokenizer.decode(tokens[-16:], skip_special_tokens=True)
+        return any(s in tail for s in stop)
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, request: GenerationRequest, generator: torch.Generator) -> int:
+        s = request.sampling
+        if s.temperature <= 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits / s.temperature, dim=-1)
+        if s.top_p < 1.0:
+            sorted_p, order = torch.sort(probs, descending=True)
+            keep = sorted_p.cumsum(-1) - sorted_p < s.top_p
+            sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
+            probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+        return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+
+    # --- scoring -------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def score_choices(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        """One forward pass over the prompt, then all options at once on copies of its KV cache."""
+        results = []
+        for r in requests:
+            started = time.perf_counter()
+            prompt = self.prompt_ids(r.message_dicts())
+            options = [self.tokenizer.encode(o, add_special_tokens=False) for o in r.options]
+            prefix = torch.tensor(prompt[:-1], device=self.device)[None]
+            out = self.model(input_ids=prefix, use_cache=True)
+            cache = out.past_key_values
+            k = len(options)
+            longest = max(len(o) for o in options)
+            pad = self.tokenizer.pad_token_id
+            cont = torch.full((k, 1 + longest), pad, dtype=torch.long, device=self.device)
+            for i, o in enumerate(options):  # right padding: the prompt's last token, then the option
+                cont[i, 0] = prompt[-1]
+                cont[i, 1 : 1 + len(o)] = torch.tensor(o)
+            cache.batch_repeat_interleave(k)
+            attn = torch.ones((k, len(prompt) - 1 + 1 + longest), dtype=torch.long, device=self.device)
+            positions = torch.arange(len(prompt) - 1, len(prompt) + longest, device=self.device)[None].expand(k, -1)
+            logits = self.model(
+                input_ids=cont, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True
+            ).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            scores = []
+            for i, o in enumerate(options):
+                targets = torch.tensor(o, device=self.device)
+                scores.append(float(logprobs[i, torch.arange(len(o)), targets].sum()))
+            results.append(ScoreResult(scores, [len(o) for o in options], time.perf_counter() - started))
+        return results

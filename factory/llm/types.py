@@ -1,0 +1,103 @@
+"""Requests and results of the backend interface (`generate` and `score_choices`), backend-independent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Either a JSON schema the output must satisfy, or a fixed set of choices (the output is one of them)."""
+
+    json_schema: str | None = None  # canonical JSON text of the schema
+    choices: tuple[str, ...] | None = None
+
+    @staticmethod
+    def schema(schema: dict) -> Constraint:
+        return Constraint(json_schema=json.dumps(schema, sort_keys=True, separators=(",", ":")))
+
+    @staticmethod
+    def one_of(choices: list[str]) -> Constraint:
+        return Constraint(choices=tuple(choices))
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs
+    sampling: Sampling = field(default_factory=Sampling)
+    constraint: Constraint | None = None
+    sample_index: int = 0  # the k-th sample of the same prompt (n > 1 expands into several requests)
+
+    @staticmethod
+    def chat(
+        messages: list[dict[str, str]],
+        sampling: Sampling | None = None,
+        constraint: Constraint | None = None,
+        sample_index: int = 0,
+    ) -> GenerationRequest:
+        return GenerationRequest(
+            tuple((m["role"], m["content"]) for m in messages), sampling or Sampling(), constraint, sample_index
+        )
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+    def key(self, model: str, revision: str | None) -> str:
+        """Cache key: a hash of the canonical request (model id and revision, messages, params, seed, sample)."""
+        payload = {"model": model, "revision": revision, "request": asdict(self)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float = 0.0
+    cached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Log-probability of each option as the continuation of a shared prompt (after the assistant turn opens)."""
+
+    messages: tuple[tuple[str, str], ...]
+    options: tuple[str, ...]
+
+    @staticmethod
+    def chat(messages: list[dict[str, str]], options: list[str]) -> ScoreRequest:
+        return ScoreRequest(tuple((m["role"], m["content"]) for m in messages), tuple(options))
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+    def key(self, model: str, revision: str | None) -> str:
+        payload = {"model": model, "revision": revision, "score": asdict(self)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass
+class ScoreResult:
+    logprobs: list[float]  # summed over each option's tokens
+    token_counts: list[int]
+    seconds: float = 0.0
+    cached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
