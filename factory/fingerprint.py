@@ -66,7 +66,13 @@ def stage_payload(recipe: Any, name: str, upstream: dict[str, str]) -> dict[str,
         "version": entry.spec.version,
         "options": semantic_dump(entry.options),
         "backends": {b: semantic_dump(recipe.backends[b]) for b in referenced_backends(entry.options)},
-        "files": {str(f): sha256_path(f.resolved) for f in data_files(entry.options)},
+        "files": {
+            **{str(f): sha256_path(f.resolved) for f in data_files(entry.options)},
+            **{
+                f"builtin:{p.parent.name}/{p.name}": sha256_path(p)
+                for p in (entry.spec.files(entry.options) if entry.spec.files else [])
+            },
+        },
         "inputs": {i: upstream[i] for i in entry.inputs},
         "seed": recipe.stage_seed(name),
     }

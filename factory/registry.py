@@ -14,6 +14,7 @@ from factory.stage import StageSpec, import_object, spec_from_object
 
 STAGES: dict[str, str] = {
     "meta_personas": "factory.stages.meta_personas",
+    "personas": "factory.stages.personas",
     "questions": "factory.stages.questions",
 }
 

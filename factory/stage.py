@@ -57,6 +57,7 @@ class StageSpec:
     inputs: tuple[int, int | None]
     summary: str
     summarize: Callable[..., dict] | None = None
+    files: Callable[..., list] | None = None  # built-in files (prompts) whose bytes enter the fingerprint
 
 
 @dataclass
@@ -104,6 +105,7 @@ def spec_from_object(uses: str, obj: Any) -> StageSpec:
         inputs=tuple(getattr(obj, "INPUTS", (0, None))),  # type: ignore[arg-type]
         summary=doc.splitlines()[0] if doc else "",
         summarize=getattr(obj, "summarize", None),
+        files=getattr(obj, "files", None),
     )
 
 

@@ -118,7 +118,8 @@ class StageStore:
                 continue
             tmp = target.with_name(target.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            ds.save_to_disk(str(tmp))
+            # an empty dataset still gets one (empty) shard, or load_from_disk cannot open it
+            ds.save_to_disk(str(tmp), num_shards=1 if len(ds) == 0 else None)
             os.replace(tmp, target)
         marker = {
             "fingerprint": self.fingerprint,

@@ -17,7 +17,22 @@ CORPUS = [
 ]
 
 
-def build_tiny_model(path: Path, seed: int = 0) -> Path:
+def _training_texts() -> list[str]:
+    """Short chat turns whose answers are brief prose or compact JSON, so a few training steps teach the model to
+    close strings and stop: enough to exercise every code path of the LLM stages quickly."""
+    answers = [
+        '{"AGE": 41, "SEX": "Female", "STATE": "Ohio"}',
+        '{"name": "Ana", "age": 35, "job": "nurse", "summary": "Calm."}',
+        '{"a": "x", "b": 2, "c": "yes"}',
+        "She is 41 and lives in Ohio. She works as a nurse at the county hospital.",
+        "He is 67, retired, and lives in Texas with his wife and their old dog.",
+        "A",
+        "B",
+    ]
+    return [f"<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>" for a in answers]
+
+
+def build_tiny_model(path: Path, seed: int = 0, train_steps: int = 150) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -50,6 +65,17 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
+    if train_steps:
+        batch = fast(_training_texts(), padding=True, return_tensors="pt")
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        model.train()
+        for _ in range(train_steps):
+            loss = model(**batch, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        model.eval()
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     fast.save_pretrained(path)

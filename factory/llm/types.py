@@ -26,7 +26,8 @@ class Constraint:
 
     @staticmethod
     def schema(schema: dict) -> Constraint:
-        return Constraint(json_schema=json.dumps(schema, sort_keys=True, separators=(",", ":")))
+        # keys keep their order: the grammar makes the model write fields in the order the schema lists them
+        return Constraint(json_schema=json.dumps(schema, separators=(",", ":")))
 
     @staticmethod
     def one_of(choices: list[str]) -> Constraint:

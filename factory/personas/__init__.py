@@ -1,0 +1,1 @@
+"""Persona styles (schemas, prompts' variables) and drift measurement for the `personas` stage."""

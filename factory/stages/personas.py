@@ -1,0 +1,335 @@
+"""Write personas from meta personas with an LLM, in several styles, and measure how far each style drifts.
+
+Inputs: one meta-persona dataset (`meta_personas`, full or paper mode).
+Output (one row per person x style):
+    person_id (str), style (str), persona (str: JSON text for table and reflective styles, prose for descriptive),
+    model (str), seed (int64), attempts (int32), finish_reason (str), prompt_tokens (int32),
+    completion_tokens (int32), polarity (float32), subjectivity (float32)
+Failures (kept with their reason: invalid JSON, schema violations, truncation, empty text): person_id, style, raw.
+Extra output `drift` (one row per person x style x restated field): field, stated, expected, contradicted.
+Plots: artifacts/drift.png; summary per style in the manifest (contradiction shares, text measures, distinct-n).
+
+Styles: objective_table (census fields as a JSON table), subjective_table (plus job, personality, lifestyle,
+religion, ideology and party), descriptive (a short portrait in prose), reflective (the personality study's
+multi-turn conversation: reflection turns, then a JSON profile against a schema), or your own template. Seeds
+come from the stage seed, the person and the style (and the turn), never reused across states or styles.
+
+Example:
+    stages:
+      personas:
+        uses: personas
+        inputs: [people]
+        backend: small
+        styles: [objective_table, subjective_table, descriptive, reflective]
+        sample: 24
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from factory.errors import DataError, did_you_mean
+from factory.options import DataFile, Options, StageOptions
+from factory.personas import styles as style_defs
+from factory.stage import StageContext, StageOutput
+
+VERSION = 1
+INPUTS = (1, 1)
+PROMPTS = [
+    "personas/system.jinja",
+    "personas/objective_table.jinja",
+    "personas/subjective_table.jinja",
+    "personas/descriptive.jinja",
+    "personas/reflective_turn.jinja",
+    "personas/reflective_final.jinja",
+]
+
+
+class CustomStyle(Options):
+    template: DataFile = Field(..., description="Jinja prompt; gets `facts` (the meta persona)")
+    schema_file: DataFile | None = Field(None, description="JSON schema the answer must satisfy (else free text)")
+    max_tokens: int = Field(300, ge=1, le=8192)
+
+
+class Options(StageOptions):
+    backend: str = Field(..., description="a backend named under `backends:`")
+    styles: list[str] = Field(
+        default_factory=lambda: list(style_defs.STYLES),
+        description=f"built-in ({', '.join(style_defs.STYLES)}) or keys of `templates`",
+    )
+    templates: dict[str, CustomStyle] = Field(default_factory=dict, description="your own styles")
+    sample: int | None = Field(None, ge=1, description="seeded sample of this many meta personas (default all)")
+    temperature: float = Field(0.8, ge=0, le=2, description="the study used 0.8")
+    top_p: float = Field(0.9, gt=0, le=1, description="the study used 0.9")
+    max_tokens: int = Field(400, ge=16, le=8192, description="per answer; longer answers are failures")
+    descriptive_words: int = Field(120, ge=10, le=2000, description="length asked of descriptive personas")
+    reflection_turns: int = Field(2, ge=1, le=8, description="reflective style: turns before the profile")
+    max_retries: int = Field(2, ge=0, le=10, description="re-asks with a fresh seed before a row is a failure")
+
+    @field_validator("styles")
+    @classmethod
+    def _styles(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one style")
+        return value
+
+    def model_post_init(self, _context: Any) -> None:
+        for s in self.styles:
+            if s not in style_defs.STYLES and s not in self.templates:
+                raise ValueError(f"unknown style '{s}'{did_you_mean(s, [*style_defs.STYLES, *self.templates])}")
+
+
+def files(options: Options) -> list[Path]:
+    """Built-in prompt files: their bytes enter the fingerprint like any file the recipe names."""
+    from factory.prompts import builtin
+
+    return [builtin(p) for p in PROMPTS]
+
+
+def plan(options: Options, inputs: dict, ctx: StageContext) -> list[list[int]]:
+    (meta,) = inputs.values()
+    n = len(meta)
+    rows = list(range(n))
+    if options.sample is not None:
+        if options.sample > n:
+            raise DataError(f"stages.{ctx.stage}.sample: {options.sample} requested but the input has {n} persons")
+        rows = sorted(ctx.rng("sample").choice(n, size=options.sample, replace=False).tolist())
+    size = options.batch_size or 8
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def _client(options: Options, ctx: StageContext):
+    from factory import registry
+    from factory.llm import backend
+
+    raw = ctx.backends[options.backend]
+    config = registry.backend(raw["type"]).model_validate(raw)
+    cache = Path(ctx.workdir) / "requests.sqlite" if ctx.workdir else None
+    return backend.load(config, cache)
+
+
+def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
+    from datasets import ClassLabel, Features, Value
+
+    from factory.llm.structured import generate_validated, json_parser, text_parser
+    from factory.llm.types import Constraint, GenerationRequest, Sampling
+    from factory.personas import drift
+    from factory.prompts import builtin, render
+    from factory.stage import derive_seed
+
+    (meta,) = inputs.values()
+    names = {c: f.names for c, f in meta.features.items() if isinstance(f, ClassLabel)}
+    people = meta.select(ctx.batch).to_list()
+    client = _client(options, ctx)
+    system = render(builtin("personas/system.jinja"))
+    rows: list[dict] = []
+    failures: list[dict] = []
+    drift_rows: list[dict] = []
+    metrics: dict[str, float] = {}
+
+    def seed(person: dict, style: str, *more: Any) -> int:
+        return derive_seed(ctx.seed, person["person_id"], style, *more) % (2**31)
+
+    def sampling(s: int, max_tokens: int | None = None) -> Sampling:
+        return Sampling(options.temperature, options.top_p, max_tokens or options.max_tokens, (), s)
+
+    def record(style: str, person: dict, v, parsed_json: bool) -> None:
+        metrics[f"tokens_in.{style}"] = metrics.get(f"tokens_in.{style}", 0) + v.tokens_in
+        metrics[f"tokens_out.{style}"] = metrics.get(f"tokens_out.{style}", 0) + v.tokens_out
+        metrics[f"retries.{style}"] = metrics.get(f"retries.{style}", 0) + v.attempts - 1
+        if not v.ok:
+            metrics[f"invalid.{style}"] = metrics.get(f"invalid.{style}", 0) + 1
+            failures.append(
+                {
+                    "reason": v.reason,
+                    "person_id": person["person_id"],
+                    "style": style,
+                    "raw": v.result.text,
+                    "attempts": v.attempts,
+                }
+            )
+            return
+        text = json.dumps(v.value, ensure_ascii=False) if parsed_json else v.value
+        measures = drift.text_measures(drift.text_of(text, v.value))
+        rows.append(
+            {
+                "person_id": person["person_id"],
+                "style": style,
+                "persona": text,
+                "model": client.model_id,
+                "seed": v.request.sampling.seed,
+                "attempts": v.attempts,
+                "finish_reason": v.result.finish_reason,
+                "prompt_tokens": v.tokens_in,
+                "completion_tokens": v.tokens_out,
+                "polarity": measures["polarity"],
+                "subjectivity": measures["subjectivity"],
+            }
+        )
+        expect = drift.expected(person, names)
+        said = drift.stated(style, text, v.value if parsed_json else None)
+        for field, contradicted in drift.compare(expect, said).items():
+            drift_rows.append(
+                {
+                    "person_id": person["person_id"],
+                    "style": style,
+                    "field": field,
+                    "stated": None if field not in said else str(said[field]),
+                    "expected": str(expect[field]),
+                    "contradicted": contradicted,
+                }
+            )
+        drift_rows.append(
+            {
+                "person_id": person["person_id"],
+                "style": style,
+                "field": "mentions_politics",
+                "stated": None,
+                "expected": None,
+                "contradicted": bool(measures["mentions_politics"]),
+            }
+        )
+
+    for style in options.styles:
+        facts = [style_defs.facts(p, names) for p in people]
+        if style in ("objective_table", "subjective_table") or (
+            style in options.templates and options.templates[style].schema_file
+        ):
+            schema = (
+                style_defs.SCHEMAS[style]()
+                if style in style_defs.SCHEMAS
+                else json.loads(Path(options.templates[style].schema_file.resolved).read_text())
+            )
+            path = (
+                builtin(f"personas/{style}.jinja")
+                if style in style_defs.STYLES
+                else options.templates[style].template.resolved
+            )
+            max_tokens = options.templates[style].max_tokens if style in options.templates else None
+            reqs = [
+                GenerationRequest.chat(
+                    [{"role": "system", "content": system}, {"role": "user", "content": render(path, facts=f)}],
+                    sampling(seed(p, style), max_tokens),
+                    Constraint.schema(schema),
+                )
+                for p, f in zip(people, facts)
+            ]
+            for p, v in zip(people, generate_validated(client, reqs, json_parser(schema), options.max_retries)):
+                record(style, p, v, True)
+        elif style == "descriptive" or style in options.templates:
+            path = (
+                builtin("personas/descriptive.jinja")
+                if style == "descriptive"
+                else options.templates[style].template.resolved
+            )
+            max_tokens = options.templates[style].max_tokens if style in options.templates else None
+            reqs = [
+                GenerationRequest.chat(
+                    [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": render(path, facts=f, max_words=options.descriptive_words)},
+                    ],
+                    sampling(seed(p, style), max_tokens),
+                )
+                for p, f in zip(people, facts)
+            ]
+            for p, v in zip(people, generate_validated(client, reqs, text_parser(20), options.max_retries)):
+                record(style, p, v, False)
+        else:  # reflective: turns in one growing conversation per person, then the profile
+            _reflective(options, people, facts, client, system, seed, sampling, record, failures, metrics)
+    metrics["backend_calls"] = float(client.calls)
+    metrics["requests_cached"] = float(client.cache.hits if client.cache else 0)
+
+    features = Features(
+        {
+            "person_id": Value("string"),
+            "style": Value("string"),
+            "persona": Value("string"),
+            "model": Value("string"),
+            "seed": Value("int64"),
+            "attempts": Value("int32"),
+            "finish_reason": Value("string"),
+            "prompt_tokens": Value("int32"),
+            "completion_tokens": Value("int32"),
+            "polarity": Value("float32"),
+            "subjectivity": Value("float32"),
+        }
+    )
+    drift_features = Features(
+        {
+            "person_id": Value("string"),
+            "style": Value("string"),
+            "field": Value("string"),
+            "stated": Value("string"),
+            "expected": Value("string"),
+            "contradicted": Value("bool"),
+        }
+    )
+    return StageOutput(
+        _dataset(rows, features), failures, metrics, extras={"drift": _dataset(drift_rows, drift_features)}
+    )
+
+
+def _dataset(rows: list[dict], features):
+    from datasets import Dataset
+
+    if not rows:  # every answer failed: an empty table with the declared columns
+        return Dataset.from_dict({k: [] for k in features}, features=features)
+    return Dataset.from_list(rows, features=features)
+
+
+def _reflective(options, people, facts, client, system, seed, sampling, record, failures, metrics) -> None:
+    from factory.llm.structured import generate_validated, json_parser, text_parser
+    from factory.llm.types import Constraint, GenerationRequest
+    from factory.prompts import builtin, render
+
+    turn_path, final_path = builtin("personas/reflective_turn.jinja"), builtin("personas/reflective_final.jinja")
+    history = [[{"role": "system", "content": system}] for _ in people]
+    alive = list(range(len(people)))
+    turn_tokens = min(options.max_tokens, 160)
+    for turn in range(1, options.reflection_turns + 1):
+        reqs = []
+        for i in alive:
+            history[i].append({"role": "user", "content": render(turn_path, facts=facts[i], turn=turn)})
+            reqs.append(GenerationRequest.chat(history[i], sampling(seed(people[i], "reflective", turn), turn_tokens)))
+        answers = generate_validated(client, reqs, text_parser(10), options.max_retries)
+        still = []
+        for i, v in zip(alive, answers):
+            metrics["tokens_in.reflective"] = metrics.get("tokens_in.reflective", 0) + v.tokens_in
+            metrics["tokens_out.reflective"] = metrics.get("tokens_out.reflective", 0) + v.tokens_out
+            if v.ok:  # failed replies never enter the conversation
+                history[i].append({"role": "assistant", "content": v.value})
+                still.append(i)
+            else:
+                metrics["invalid.reflective"] = metrics.get("invalid.reflective", 0) + 1
+                failures.append(
+                    {
+                        "reason": f"reflection turn {turn}: {v.reason}",
+                        "person_id": people[i]["person_id"],
+                        "style": "reflective",
+                        "raw": v.result.text,
+                        "attempts": v.attempts,
+                    }
+                )
+        alive = still
+    schema = style_defs.reflective_schema()
+    reqs = [
+        GenerationRequest.chat(
+            history[i] + [{"role": "user", "content": render(final_path, facts=facts[i])}],
+            sampling(seed(people[i], "reflective", "profile")),
+            Constraint.schema(schema),
+        )
+        for i in alive
+    ]
+    for i, v in zip(alive, generate_validated(client, reqs, json_parser(schema), options.max_retries)):
+        record("reflective", people[i], v, True)
+
+
+def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:
+    from factory.personas.report import drift_summary
+
+    return drift_summary(outputs["data"], outputs["drift"], artifacts)
