@@ -126,8 +126,13 @@ class TransformersBackend:
         past = None
         step_ids, step_pos, attn = ids, positions, mask
         for _ in range(max_new):
-            out = self.model(
-                input_ids=step_ids, attention_mask=attn, position_ids=step_pos, past_key_values=past, use_cache=True
+            out = self.model(  # logits of the last position only: the prefill would otherwise hold n x L x vocab
+                input_ids=step_ids,
+                attention_mask=attn,
+                position_ids=step_pos,
+                past_key_values=past,
+                use_cache=True,
+                logits_to_keep=1,
             )
             past = out.past_key_values
             logits = out.logits[:, -1, :].float().cpu()
@@ -179,16 +184,26 @@ class TransformersBackend:
 
     @staticmethod
     def _sample(logits: torch.Tensor, request: GenerationRequest, generator: torch.Generator) -> int:
+        """Temperature and nucleus sampling with the request's own generator.
+
+        The nucleus is taken among the 256 most likely tokens (after the grammar mask), which nearly always hold
+        top_p of the mass; when they do not, the full sorted distribution is used. A sort of the whole 50k
+        vocabulary per row per step was a fifth of the decode time on CPU."""
         s = request.sampling
         if s.temperature <= 0:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits / s.temperature, dim=-1)
+        k = min(256, probs.shape[-1])
+        top_p, top_i = torch.topk(probs, k)
+        if s.top_p < 1.0 and float(top_p.sum()) < s.top_p:
+            top_p, top_i = torch.sort(probs, descending=True)
         if s.top_p < 1.0:
-            sorted_p, order = torch.sort(probs, descending=True)
-            keep = sorted_p.cumsum(-1) - sorted_p < s.top_p
-            sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
-            probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
-        return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+            keep = top_p.cumsum(-1) - top_p < s.top_p
+            top_p = torch.where(keep, top_p, torch.zeros_like(top_p))
+        elif k < probs.shape[-1]:  # plain temperature sampling over the whole vocabulary
+            top_p, top_i = probs, torch.arange(probs.shape[-1])
+        choice = torch.multinomial(top_p / top_p.sum(), 1, generator=generator)
+        return int(top_i[choice])
 
     # --- scoring -------------------------------------------------------------------------------------------
     @torch.inference_mode()
