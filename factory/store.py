@@ -98,7 +98,8 @@ class StageStore:
 
     def load_batch(self, index: int) -> tuple[Any, list[dict], dict[str, Any]]:
         d = self.batch_dir(index)
-        failures = [json.loads(line) for line in (d / "failures.jsonl").read_text().splitlines() if line]
+        # split on "\n" only: str.splitlines() also breaks at \x1c, \x85, \u2028..., which raw model text may hold
+        failures = [json.loads(line) for line in (d / "failures.jsonl").read_text().split("\n") if line]
         return _read_arrow(d / "rows.arrow"), failures, json.loads((d / "meta.json").read_text())
 
     def load_batch_extras(self, index: int) -> dict[str, Any]:

@@ -220,3 +220,16 @@ def test_summary_table_printed(recipe, tmp_path, cli):
         assert word in result.stdout
     again = cli("build", recipe, "--runs-dir", tmp_path / "runs", "--no-progress")
     assert again.stdout.count("yes") == 3
+
+
+def test_failure_text_with_unicode_line_separators_round_trips(tmp_path):
+    import pyarrow as pa
+
+    from factory.store import StageStore
+
+    store = StageStore(tmp_path, "r", "s", "fp")
+    store.partial_dir.mkdir(parents=True)
+    raw = "garbage\u2028more\x1cand\x85\nlines"
+    store.save_batch(0, pa.table({"x": [1]}), [{"reason": "invalid JSON", "raw": raw}], {})
+    _, failures, _ = store.load_batch(0)
+    assert failures == [{"reason": "invalid JSON", "raw": raw}]
