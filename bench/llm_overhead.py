@@ -73,12 +73,21 @@ stages:
         names = {c: f.names for c, f in meta.features.items() if isinstance(f, ClassLabel)}
         system = render(builtin("personas/system.jinja"))
         seed = runner.recipe.stage_seed("personas")
-        requests = [GenerationRequest.chat(
-            [{"role": "system", "content": system},
-             {"role": "user", "content": render(builtin(f"personas/{args.style}.jinja"),
-                                                facts=styles.facts(p, names), max_words=120)}],
-            Sampling(0.8, 0.9, args.max_tokens, (), derive_seed(seed, p["person_id"], args.style) % 2**31))
-            for p in meta.to_list()]
+        requests = [
+            GenerationRequest.chat(
+                [
+                    {"role": "system", "content": system},
+                    {
+                        "role": "user",
+                        "content": render(
+                            builtin(f"personas/{args.style}.jinja"), facts=styles.facts(p, names), max_words=120
+                        ),
+                    },
+                ],
+                Sampling(0.8, 0.9, args.max_tokens, (), derive_seed(seed, p["person_id"], args.style) % 2**31),
+            )
+            for p in meta.to_list()
+        ]
 
         # the stage and the bare loop share one loaded model (load time is left out of both)
         bare = backend_mod.load(runner.recipe.backends["m"], None).backend
@@ -96,13 +105,19 @@ stages:
 
         rows = [
             ["bare backend loop", f"{t_bare:.2f}", f"{tokens:,}", f"{tokens / t_bare:,.1f}"],
-            ["personas stage (fresh cache)", f"{t_stage:.2f}", f"{int(stage_tokens):,}",
-             f"{stage_tokens / t_stage:,.1f}"],
+            [
+                "personas stage (fresh cache)",
+                f"{t_stage:.2f}",
+                f"{int(stage_tokens):,}",
+                f"{stage_tokens / t_stage:,.1f}",
+            ],
             ["overhead", f"{(t_stage / t_bare - 1) * 100:+.1f}%", "", ""],
         ]
         widths = [max(len(str(x)) for x in col) for col in zip(["run", "seconds", "tokens out", "tokens/s"], *rows)]
-        print(f"\n{args.persons} persons, style {args.style}, max_tokens {args.max_tokens}, batch {args.batch_size}, "
-              f"model {'tiny' if args.tiny else 'embedded SmolLM2-135M'}")
+        print(
+            f"\n{args.persons} persons, style {args.style}, max_tokens {args.max_tokens}, batch {args.batch_size}, "
+            f"model {'tiny' if args.tiny else 'embedded SmolLM2-135M'}"
+        )
         print("  ".join(h.ljust(w) for h, w in zip(["run", "seconds", "tokens out", "tokens/s"], widths)))
         print("  ".join("-" * w for w in widths))
         for r in rows:

@@ -100,7 +100,21 @@ def load(config: Any, cache_path: Path | None = None) -> CachedBackend:
                 batch_size=config.batch_size,
                 model_id=model_id,
             )
+        elif config.type == "openai":
+            from factory.llm.openai_backend import OpenAIBackend
+
+            _LOADED[key] = OpenAIBackend(
+                config.model,
+                config.base_url,
+                config.api_key_env,
+                config.concurrency,
+                config.timeout_s,
+                config.max_retries,
+                config.revision,
+            )
         else:
-            raise FactoryError(f"backend type '{config.type}' is not available in this version (use transformers)")
+            raise FactoryError(
+                f"backend type '{config.type}' is not available in this version (use transformers or openai)"
+            )
     cache = RequestCache(cache_path) if cache_path is not None else None
     return CachedBackend(_LOADED[key], cache)

@@ -31,6 +31,9 @@ class TransformersBackend:
         model_id: str | None = None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the runner draws its own progress
 
         self.model_id = model_id or model_path
         self.revision = revision
