@@ -112,9 +112,16 @@ def load(config: Any, cache_path: Path | None = None) -> CachedBackend:
                 config.max_retries,
                 config.revision,
             )
+        elif config.type == "vllm":
+            try:
+                from factory.llm.vllm_backend import VLLMBackend
+
+                _LOADED[key] = VLLMBackend(config, config.model or models.DEFAULT_MODEL_ID)
+            except ImportError:
+                raise FactoryError(
+                    "the vllm backend needs the `vllm` extra on a GPU machine: pip install 'persona-factory[vllm]'"
+                ) from None
         else:
-            raise FactoryError(
-                f"backend type '{config.type}' is not available in this version (use transformers or openai)"
-            )
+            raise FactoryError(f"unknown backend type '{config.type}'")
     cache = RequestCache(cache_path) if cache_path is not None else None
     return CachedBackend(_LOADED[key], cache)
