@@ -30,17 +30,10 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tables import print_table  # noqa: E402
+
 from factory.census import acs2018, bigfive, model, vocab  # noqa: E402
 from factory.census.ipf import Margin, ipf  # noqa: E402
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths))))
 
 
 def rowwise_baseline(fitted: model.FittedGeo, n: int, seed: int = 0) -> float:
@@ -168,17 +161,17 @@ def main() -> None:
     start = time.perf_counter()
     fitted = model.fit(spec)
     fit_s = time.perf_counter() - start
-    table(
+    print_table(
         f"sampling rate, {args.state}, 1 core (fit of the state: {fit_s:.2f} s, once per state)",
         ["sampler", "persons/s", "persons/s with Big Five"],
         sampling(fitted, args.persons),
     )
-    table(
+    print_table(
         f"IPF on the core joint (100,800 cells, 10 crosstabs), tolerance {args.tol:g}",
         ["implementation", "seconds", "sweeps", "worst TV after fit"],
         ipf_comparison(fitted, args.tol),
     )
-    table("memory (tracemalloc peak)", ["step", "MiB"], memory(args.state, args.persons))
+    print_table("memory (tracemalloc peak)", ["step", "MiB"], memory(args.state, args.persons))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
 
 def main() -> None:
@@ -31,6 +31,7 @@ def main() -> None:
 
     import datasets
     from datasets import ClassLabel
+    from tables import print_table
 
     from factory.llm import backend as backend_mod
     from factory.llm.models import embedded_model_path
@@ -113,15 +114,13 @@ stages:
             ],
             ["overhead", f"{(t_stage / t_bare - 1) * 100:+.1f}%", "", ""],
         ]
-        widths = [max(len(str(x)) for x in col) for col in zip(["run", "seconds", "tokens out", "tokens/s"], *rows)]
-        print(
-            f"\n{args.persons} persons, style {args.style}, max_tokens {args.max_tokens}, batch {args.batch_size}, "
-            f"model {'tiny' if args.tiny else 'embedded SmolLM2-135M'}"
+        model_name = "tiny" if args.tiny else "embedded SmolLM2-135M"
+        print_table(
+            f"{args.persons} persons, style {args.style}, max_tokens {args.max_tokens}, batch {args.batch_size}, "
+            f"model {model_name}",
+            ["run", "seconds", "tokens out", "tokens/s"],
+            rows,
         )
-        print("  ".join(h.ljust(w) for h, w in zip(["run", "seconds", "tokens out", "tokens/s"], widths)))
-        print("  ".join("-" * w for w in widths))
-        for r in rows:
-            print("  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths))))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -24,6 +24,8 @@ from pydantic import Field
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
+from tables import print_table  # noqa: E402
+
 from factory.options import StageOptions, operational  # noqa: E402  (needs the sys.path line above)
 
 
@@ -70,15 +72,6 @@ def _build(recipe_text: str, runs: Path, overrides=(), **kw):
     return Runner(recipe, runs_dir=runs, progress=False).build(**kw)
 
 
-def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths))))
-
-
 def bench_questions(tmp: Path) -> None:
     from datasets import Dataset
 
@@ -94,7 +87,7 @@ def bench_questions(tmp: Path) -> None:
     t_bare, n = _timed(bare)
     t_fresh, _ = _timed(lambda: _build(recipe, tmp / "runs_q"))
     t_cached, _ = _timed(lambda: _build(recipe, tmp / "runs_q"))
-    _table(
+    print_table(
         "questions stage (opinionqa + personality)",
         ["run", "rows", "seconds", "vs bare"],
         [
@@ -125,7 +118,7 @@ def bench_batches(tmp: Path, n_rows: int) -> None:
                 f"{(t - base) / max(batches - 1, 1) * 1000:.1f}" if batches > 1 else "-",
             ]
         )
-    _table(
+    print_table(
         f"checkpoint overhead ({n_rows:,} synthetic rows)",
         ["batches", "rows/batch", "seconds", "rows/s", "ms per extra batch"],
         rows,
@@ -145,7 +138,7 @@ def bench_resume(tmp: Path, n_rows: int) -> None:
     except StageError:
         pass  # the planned crash: 10 batches are checkpointed
     t_resume, _ = _timed(lambda: _build(recipe, tmp / "runs_res"))
-    _table(
+    print_table(
         "resume after a crash at batch 10 of 20",
         ["run", "seconds", "share of a full build"],
         [

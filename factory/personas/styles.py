@@ -19,18 +19,9 @@ EDUCATION = [
     "Bachelor's degree",
     "Graduate or professional degree",
 ]
-EMPLOYMENT = ["Employed", "Unemployed", "Armed Forces", "Not in labor force"]
 MARITAL = ["Never married", "Married", "Separated", "Widowed", "Divorced"]
-RACE = [
-    "Hispanic or Latino",
-    "White",
-    "Black or African American",
-    "American Indian and Alaska Native",
-    "Asian",
-    "Native Hawaiian and Other Pacific Islander",
-    "Some other race",
-    "Two or more races",
-]
+RACE = list(vocab.RACE_ETHNICITY)  # exclusive: Hispanic or a non-Hispanic race group
+EMPLOYMENT = list(vocab.EMPLOYMENT)
 IDEOLOGY = ["Very liberal", "Liberal", "Moderate", "Conservative", "Very conservative"]
 PARTY = ["Democrat", "Republican", "Independent", "Other"]
 STYLES = ("objective_table", "subjective_table", "descriptive", "reflective")
