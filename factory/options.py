@@ -51,9 +51,6 @@ class DataFile(str):
         obj.resolved = resolved
         return obj
 
-    def __reduce__(self):  # keep the resolved path when pickled to another executor
-        return (DataFile, (str(self), self.resolved))
-
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
         return core_schema.with_info_after_validator_function(
@@ -62,34 +59,35 @@ class DataFile(str):
             serialization=core_schema.plain_serializer_function_ser_schema(str),
         )
 
+    _what = "file"
+
+    @staticmethod
+    def _exists(path: Path) -> bool:
+        return path.is_file()
+
+    def __reduce__(self):  # keep the resolved path when pickled to another executor
+        return (type(self), (str(self), self.resolved))
+
     @classmethod
     def _validate(cls, value: Any, info: ValidationInfo) -> DataFile:
-        if isinstance(value, DataFile):
+        if isinstance(value, cls):
             return value
         base = Path((info.context or {}).get("base_dir", "."))
         path = Path(value).expanduser()
         resolved = (path if path.is_absolute() else base / path).resolve()
-        if not resolved.is_file():
-            raise ValueError(f"file not found: {value}")
+        if not cls._exists(resolved):
+            raise ValueError(f"{cls._what} not found: {value}")
         return cls(value, resolved)
 
 
 class DataDir(DataFile):
     """A folder of data files (as written in the recipe), known to exist; every file's bytes are hashed."""
 
-    @classmethod
-    def _validate(cls, value: Any, info: ValidationInfo) -> DataDir:
-        if isinstance(value, DataDir):
-            return value
-        base = Path((info.context or {}).get("base_dir", "."))
-        path = Path(value).expanduser()
-        resolved = (path if path.is_absolute() else base / path).resolve()
-        if not resolved.is_dir():
-            raise ValueError(f"folder not found: {value}")
-        return cls(value, resolved)
+    _what = "folder"
 
-    def __reduce__(self):
-        return (DataDir, (str(self), self.resolved))
+    @staticmethod
+    def _exists(path: Path) -> bool:
+        return path.is_dir()
 
 
 def operational_fields(model: type[BaseModel]) -> set[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -114,7 +113,3 @@ def plan_table(title: str, rows: list[tuple[str, str, str, str, str]]) -> Table:
     for r in rows:
         table.add_row(*r)
     return table
-
-
-def is_interactive() -> bool:
-    return sys.stderr.isatty()

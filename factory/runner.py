@@ -223,7 +223,7 @@ class Runner:
                 plan = [None]
             store.save_plan(plan)
         done = store.done_batches()
-        done_rows = sum(store.load_batch(i)[2]["rows"] for i in sorted(done))
+        done_rows = sum(store.batch_meta(i)["rows"] for i in done)
         if done:
             log.info("%s: resuming, %d of %d batches already done", stage, len(done), len(plan))
         tasks = []

@@ -100,7 +100,10 @@ class StageStore:
         d = self.batch_dir(index)
         # split on "\n" only: str.splitlines() also breaks at \x1c, \x85, \u2028..., which raw model text may hold
         failures = [json.loads(line) for line in (d / "failures.jsonl").read_text().split("\n") if line]
-        return _read_arrow(d / "rows.arrow"), failures, json.loads((d / "meta.json").read_text())
+        return _read_arrow(d / "rows.arrow"), failures, self.batch_meta(index)
+
+    def batch_meta(self, index: int) -> dict[str, Any]:
+        return json.loads((self.batch_dir(index) / "meta.json").read_text())
 
     def load_batch_extras(self, index: int) -> dict[str, Any]:
         d = self.batch_dir(index)

@@ -8,6 +8,7 @@ import json
 import pytest
 from datasets import load_from_disk
 
+from factory.census import vocab
 from factory.errors import StageError
 from factory.personas import drift
 from factory.recipe import load_recipe
@@ -123,19 +124,11 @@ def test_unknown_style_is_a_recipe_error(tmp_path, tiny_path):
 
 
 NAMES = {
-    "sex": ["Male", "Female"],
+    "sex": vocab.SEX,
     "race_ethnicity": ["Hispanic or Latino", "White"],
-    "education": [
-        "Less than 9th grade",
-        "9th to 12th grade, no diploma",
-        "High school graduate (includes equivalency)",
-        "Some college, no degree",
-        "Associate's degree",
-        "Bachelor's degree",
-        "Graduate or professional degree",
-    ],
-    "employment_status": ["Employed", "Unemployed", "Armed Forces", "Not in labor force"],
-    "marital_status": ["Never married", "Now married, except separated", "Separated", "Widowed", "Divorced"],
+    "education": vocab.EDUCATION,
+    "employment_status": vocab.EMPLOYMENT,
+    "marital_status": vocab.MARITAL,
 }
 META = {
     "age": 42,

@@ -618,15 +618,9 @@ def blocks(g: _Geo) -> tuple[list[Block], dict[str, list[tuple[int, int]]]]:
         vocab.RACE_ETHNICITY.index("Asian"),
         vocab.RACE_ETHNICITY.index("Native Hawaiian and Other Pacific Islander"),
     )
-    spanish = [1, 2]
-    api = [5, 6]
-    seed[:, [r for r in range(8) if r != hispanic]][..., spanish] = 0.05
-    tmp = seed[:, [r for r in range(8) if r != hispanic]]
-    tmp[..., spanish] = 0.05
-    seed[:, [r for r in range(8) if r != hispanic]] = tmp
-    tmp = seed[:, [r for r in range(8) if r not in (asian, nhpi)]]
-    tmp[..., api] = 0.05
-    seed[:, [r for r in range(8) if r not in (asian, nhpi)]] = tmp
+    races = np.arange(8)
+    seed[:, races != hispanic, :, 1:3] = 0.05  # Spanish (both English abilities)
+    seed[:, (races != asian) & (races != nhpi), :, 5:7] = 0.05  # Asian and Pacific Island languages
     seed *= language_by_nativity(g, lang_cats)[None, None]
     out.append(
         Block(

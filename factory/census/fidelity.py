@@ -47,12 +47,9 @@ def compare(sample: np.ndarray, margin: Margin) -> dict[str, float]:
 
 def report(spec: GeoSpec, codes: dict[str, np.ndarray], fit_errors: dict[str, float]) -> list[dict]:
     rows = []
-    sizes = {}
-    for block in spec.blocks:
-        sizes[block.name] = len(block.categories)
     pairs = [("core", m) for m in spec.core_margins] + [(b.name, m) for b in spec.blocks for m in b.margins]
     for kind, margin in pairs:
-        table = sample_table(codes, margin, sizes)
+        table = sample_table(codes, margin)
         stats = compare(table, margin)
         key = f"{kind}: {margin.name}"
         rows.append(

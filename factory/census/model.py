@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from factory.census import vocab
-from factory.census.ipf import Margin, ipf, margin_index, systematic_sample
+from factory.census.ipf import Margin, ipf, systematic_sample
 
 
 @dataclass
@@ -73,10 +73,6 @@ class FittedGeo:
     conditionals: dict[str, np.ndarray]  # name -> cdf over categories, rows = flat parent cells
     fit_errors: dict[str, float]
     iterations: dict[str, int]
-
-    @property
-    def core_dims(self) -> list[str]:
-        return list(vocab.CORE_DIMS)
 
 
 def dim_sizes(spec: GeoSpec, names: list[str]) -> list[int]:
@@ -282,7 +278,7 @@ def race_alone(race_ethnicity: np.ndarray, hispanic_mix: np.ndarray, rng: np.ran
     return race
 
 
-def sample_table(codes: dict[str, np.ndarray], margin: Margin, sizes: dict[str, int]) -> np.ndarray:
+def sample_table(codes: dict[str, np.ndarray], margin: Margin) -> np.ndarray:
     """The sample's counts in a margin's categories (persons outside its universe excluded)."""
     idx = np.zeros(len(codes["sex"]), dtype=np.int64)
     inside = np.ones(len(codes["sex"]), dtype=bool)
@@ -291,6 +287,3 @@ def sample_table(codes: dict[str, np.ndarray], margin: Margin, sizes: dict[str, 
         inside &= m >= 0
         idx = idx * k + np.where(m >= 0, m, 0)
     return np.bincount(idx[inside], minlength=margin.table.size).reshape(margin.table.shape).astype(np.float64)
-
-
-__all__ = ["Block", "GeoSpec", "FittedGeo", "fit", "sample", "sample_table", "margin_index"]

@@ -7,6 +7,22 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+Messages = tuple[tuple[str, str], ...]  # (role, content) pairs: hashable, so requests can be cache keys
+
+
+def as_messages(messages: list[dict[str, str]]) -> Messages:
+    return tuple((m["role"], m["content"]) for m in messages)
+
+
+def as_dicts(messages: Messages) -> list[dict[str, str]]:
+    return [{"role": r, "content": c} for r, c in messages]
+
+
+def payload_key(model: str, revision: str | None, kind: str, request: Any) -> str:
+    """Cache key: a hash of the canonical request (model id and revision, messages, params, seed, sample)."""
+    payload = {"model": model, "revision": revision, kind: asdict(request)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -36,7 +52,7 @@ class Constraint:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    messages: tuple[tuple[str, str], ...]  # (role, content) pairs
+    messages: Messages
     sampling: Sampling = field(default_factory=Sampling)
     constraint: Constraint | None = None
     sample_index: int = 0  # the k-th sample of the same prompt (n > 1 expands into several requests)
@@ -48,17 +64,13 @@ class GenerationRequest:
         constraint: Constraint | None = None,
         sample_index: int = 0,
     ) -> GenerationRequest:
-        return GenerationRequest(
-            tuple((m["role"], m["content"]) for m in messages), sampling or Sampling(), constraint, sample_index
-        )
+        return GenerationRequest(as_messages(messages), sampling or Sampling(), constraint, sample_index)
 
     def message_dicts(self) -> list[dict[str, str]]:
-        return [{"role": r, "content": c} for r, c in self.messages]
+        return as_dicts(self.messages)
 
     def key(self, model: str, revision: str | None) -> str:
-        """Cache key: a hash of the canonical request (model id and revision, messages, params, seed, sample)."""
-        payload = {"model": model, "revision": revision, "request": asdict(self)}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        return payload_key(model, revision, "request", self)
 
 
 @dataclass
@@ -78,19 +90,18 @@ class GenerationResult:
 class ScoreRequest:
     """Log-probability of each option as the continuation of a shared prompt (after the assistant turn opens)."""
 
-    messages: tuple[tuple[str, str], ...]
+    messages: Messages
     options: tuple[str, ...]
 
     @staticmethod
     def chat(messages: list[dict[str, str]], options: list[str]) -> ScoreRequest:
-        return ScoreRequest(tuple((m["role"], m["content"]) for m in messages), tuple(options))
+        return ScoreRequest(as_messages(messages), tuple(options))
 
     def message_dicts(self) -> list[dict[str, str]]:
-        return [{"role": r, "content": c} for r, c in self.messages]
+        return as_dicts(self.messages)
 
     def key(self, model: str, revision: str | None) -> str:
-        payload = {"model": model, "revision": revision, "score": asdict(self)}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        return payload_key(model, revision, "score", self)
 
 
 @dataclass

@@ -243,6 +243,8 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
             _reflective(options, people, facts, client, system, seed, sampling, record, failures, metrics)
     metrics["backend_calls"] = float(client.calls)
     metrics["requests_cached"] = float(client.cache.hits if client.cache else 0)
+    if client.cache is not None:  # one SQLite connection per batch: close it rather than leave it to the GC
+        client.cache.close()
 
     features = Features(
         {
