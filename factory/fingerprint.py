@@ -50,12 +50,23 @@ def sha256_path(path: Path) -> str:
 
 
 def referenced_backends(options: Any) -> list[str]:
-    names: list[str] = []
-    for attr in ("backend", "judge_backend"):
+    """Backend names a stage's options refer to: any `backend` / `judge_backend` field, in nested option blocks
+    too (`generate.backend`, `judge.backend`)."""
+    return [name for _, name in backend_fields(options)]
+
+
+def backend_fields(options: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted field path, backend name) for every backend reference in `options`."""
+    from pydantic import BaseModel
+
+    found: list[tuple[str, str]] = []
+    for attr in type(options).model_fields if isinstance(options, BaseModel) else ():
         value = getattr(options, attr, None)
-        if isinstance(value, str):
-            names.append(value)
-    return names
+        if attr in ("backend", "judge_backend") and isinstance(value, str):
+            found.append((f"{prefix}{attr}", value))
+        elif isinstance(value, BaseModel):
+            found += backend_fields(value, f"{prefix}{attr}.")
+    return found
 
 
 def stage_payload(recipe: Any, name: str, upstream: dict[str, str]) -> dict[str, Any]:

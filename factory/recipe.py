@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 from factory import registry
 from factory.backends.config import BackendConfig
 from factory.errors import RecipeError, did_you_mean
+from factory.fingerprint import backend_fields
 from factory.options import Options, StageOptions
 from factory.stage import StageSpec, derive_seed
 
@@ -230,10 +231,10 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
         except registry.UnknownName as exc:
             raise RecipeError(f"{spath}.uses", str(exc)) from None
         options = _validated(spec.options, raw, spath, {"base_dir": str(base_dir)})
-        backend_name = getattr(options, "backend", None)
-        if isinstance(backend_name, str) and backend_name not in backends:
-            hint = did_you_mean(backend_name, backends) if backends else " (the recipe declares no backends)"
-            raise RecipeError(f"{spath}.backend", f"unknown backend '{backend_name}'{hint}")
+        for field_path, backend_name in backend_fields(options):
+            if backend_name not in backends:
+                hint = did_you_mean(backend_name, backends) if backends else " (the recipe declares no backends)"
+                raise RecipeError(f"{spath}.{field_path}", f"unknown backend '{backend_name}'{hint}")
         stages[sname] = StageEntry(sname, uses, list(inputs), options, spec)
 
     for sname, entry in stages.items():

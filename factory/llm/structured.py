@@ -70,8 +70,16 @@ def text_parser(min_chars: int = 1) -> Callable[[str], str]:
 
 
 def generate_validated(
-    client: Any, requests: list[GenerationRequest], parse: Callable[[str], Any], max_retries: int = 2
+    client: Any,
+    requests: list[GenerationRequest],
+    parse: Callable[[str], Any] | list[Callable[[str], Any]],
+    max_retries: int = 2,
+    truncation_ok: bool = False,
 ) -> list[Validated]:
+    """`parse`: one parser for all requests, or one per request (each answer checked against its own options).
+    `truncation_ok`: parse text cut at max_tokens too (an option letter written before the cut is an answer);
+    otherwise truncation is a failure of its own."""
+    parsers = parse if isinstance(parse, list) else [parse] * len(requests)
     out: list[Validated | None] = [None] * len(requests)
     pending = list(range(len(requests)))
     current = list(requests)
@@ -84,13 +92,13 @@ def generate_validated(
             tokens_in[i] += result.prompt_tokens
             tokens_out[i] += result.completion_tokens
             reason, value = None, None
-            if result.finish_reason == "length":
+            if result.finish_reason == "length" and not truncation_ok:
                 reason = "truncated at max_tokens"
             else:
                 try:
-                    value = parse(result.text)
+                    value = parsers[i](result.text)
                 except Invalid as exc:
-                    reason = str(exc)
+                    reason = str(exc) if result.finish_reason != "length" else f"truncated at max_tokens: {exc}"
             out[i] = Validated(requests[i], value, result, attempt + 1, reason, tokens_in[i], tokens_out[i])
             if reason is not None and attempt < max_retries:
                 seed = derive_seed(requests[i].sampling.seed, "retry", attempt + 1) % (2**31)

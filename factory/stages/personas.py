@@ -103,13 +103,9 @@ def plan(options: Options, inputs: dict, ctx: StageContext) -> list[list[int]]:
 
 
 def _client(options: Options, ctx: StageContext):
-    from factory import registry
-    from factory.llm import backend
+    from factory.llm.backend import for_stage
 
-    raw = ctx.backends[options.backend]
-    config = registry.backend(raw["type"]).model_validate(raw)
-    cache = Path(ctx.workdir) / "requests.sqlite" if ctx.workdir else None
-    return backend.load(config, cache)
+    return for_stage(ctx, options.backend)
 
 
 def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:

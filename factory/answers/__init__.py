@@ -1,0 +1,1 @@
+"""Answer simulation: prompts, parsing and option handling for the answers stage."""
