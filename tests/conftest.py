@@ -42,3 +42,11 @@ def factory_subprocess(*args: str, cwd: Path | None = None, **kwargs) -> subproc
     if kwargs.pop("background", False):
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory) -> Path:
+    """The tiny test model (byte-level BPE + 2-layer Llama, trained a few steps), built once per test session."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

@@ -15,13 +15,6 @@ from factory.stage import StageContext
 from factory.stages import answers
 
 
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    from tiny_model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
 def recipe(tmp_path, tiny_path, answers_block: str, personas: bool = False) -> str:
     open_q = tmp_path / "open.csv"
     open_q.write_text("topic,question\nmoney,What would you do with an unexpected $500?\n")

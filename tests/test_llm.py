@@ -20,13 +20,10 @@ SCHEMA = {
 
 
 @pytest.fixture(scope="session")
-def tiny_backend(tmp_path_factory):
-    from tiny_model import build_tiny_model
-
+def tiny_backend(tiny_path):
     from factory.llm.transformers_backend import TransformersBackend
 
-    path = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-    return TransformersBackend(str(path), batch_size=3)
+    return TransformersBackend(str(tiny_path), batch_size=3)
 
 
 def chat(text: str, **sampling) -> GenerationRequest:

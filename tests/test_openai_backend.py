@@ -29,10 +29,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from tiny_model import build_tiny_model
-
-    model = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+def server(tiny_path):
+    model = tiny_path
     port = free_port()
     exe = Path(sys.executable).with_name("transformers")
     proc = subprocess.Popen(

@@ -17,13 +17,6 @@ from factory.runner import Runner
 STYLES = ["objective_table", "subjective_table", "descriptive", "reflective"]
 
 
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    from tiny_model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
 def recipe(tmp_path, tiny_path, extra: str = "") -> str:
     path = tmp_path / "r.yaml"
     path.write_text(f"""\
