@@ -188,6 +188,10 @@ class Runner:
         finally:
             lock.release()
 
+    def _upstream(self, names: list[str]) -> dict[str, dict[str, str]]:
+        """Where each input's output folder is (its artifacts, an adapter...) and its fingerprint."""
+        return {n: {"dir": str(self.store(n).dir), "fingerprint": self.store(n).fingerprint} for n in names}
+
     def _run_stage(self, stage: str, store: StageStore, bars: Any) -> StageSummary:
         import datasets
 
@@ -204,6 +208,7 @@ class Runner:
             seed=self.recipe.stage_seed(stage),
             backends={k: v.model_dump() for k, v in self.recipe.backends.items()},
             workdir=store.work_dir,
+            upstream=self._upstream(entry.inputs),
         )
         plan = store.load_plan()
         if plan is None:
@@ -289,7 +294,11 @@ class Runner:
             artifacts = store.dir / "artifacts"
             artifacts.mkdir(exist_ok=True)
             ctx = StageContext(
-                recipe=self.recipe.name, stage=stage, seed=self.recipe.stage_seed(stage), workdir=store.work_dir
+                recipe=self.recipe.name,
+                stage=stage,
+                seed=self.recipe.stage_seed(stage),
+                workdir=store.work_dir,
+                upstream=self._upstream(entry.inputs),
             )
             summary = entry.spec.summarize(entry.options, {"data": dataset, **extras}, ctx, artifacts) or {}
         reasons: dict[str, int] = {}

@@ -69,6 +69,7 @@ class StageContext:
     seed: int
     backends: dict[str, Any] = field(default_factory=dict)
     workdir: Path | None = None
+    upstream: dict[str, dict[str, str]] = field(default_factory=dict)  # input name -> {"dir", "fingerprint"}
     batch: Any = None
     batch_index: int = 0
     num_batches: int = 1
