@@ -212,3 +212,18 @@ def test_refusal_can_be_hidden():
     q = {"options": ["Yes", "No", "Refused"], "refusal_index": 2}
     assert answers._shown(q, show_refusal=True) == [0, 1, 2]
     assert answers._shown(q, show_refusal=False) == [0, 1]
+
+
+def test_open_questions_spell_out_big_five_bands_and_base_has_no_persona():
+    q = {"question_id": "q", "text": "How do you handle criticism?", "options": [], "kind": "open"}
+    person = {"person_id": "p", "weight": 1.0, "openness": 0.9, "conscientiousness": 0.6, "extraversion": 0.35,
+              "agreeableness": 0.25, "neuroticism": 0.35}  # fmt: skip
+    opts = answers.Options(backend="b")
+    meta = answers._Item(person=person, geo="WY", style="meta", persona="{}", question=q, sample=0, order=[], seed=0,
+                         peers=[], round=0)  # fmt: skip
+    text = answers._messages(opts, meta, "fast")[1]["content"]
+    assert "- Openness: Very high (0.9)" in text and "- Agreeableness: Low (0.25)" in text
+    assert "- Conscientiousness: High (0.6)" in text and "You are this person" in text
+    base = answers._Item(**{**{k: getattr(meta, k) for k in answers._Item.__slots__}, "style": "base", "persona": None})
+    text = answers._messages(opts, base, "fast")[1]["content"]
+    assert "You are this person" not in text and "Openness" not in text

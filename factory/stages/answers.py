@@ -19,7 +19,9 @@ Modes:
               random from the previous round's valid answers of the same geography, style and question
   logprob     no sampling and no parsing: the probability of each "Answer: <letter>" continuation, from
               `score_choices`, renormalised over the options shown (needs the transformers or vllm backend)
-Open questions (kind 'open') get a free-text answer (`mode` free_text) in every mode but logprob.
+Open questions (kind 'open') get a free-text answer (`mode` free_text) in every mode but logprob; a meta
+persona's Big Five traits (targets or census draws) are spelled out in bands there, so answers to open questions
+carry the personality that preference pairs are built on. Style `base` answers with no persona at all.
 
 Example:
     stages:
@@ -60,7 +62,9 @@ class Options(StageOptions):
     backend: str = Field(..., description="a backend named under `backends:`")
     mode: Literal["fast", "reason", "multi_turn", "logprob"] = Field("fast", description="how people answer")
     styles: list[str] | None = Field(
-        None, description="'meta' (the census facts themselves) and/or persona styles; default: meta + every style"
+        None,
+        description="'meta' (the census facts themselves), 'base' (no persona at all) and/or persona styles; default:"
+        " meta + every style",
     )
     sample: int | None = Field(None, ge=1, description="seeded sample of this many persons (default all)")
     samples: int = Field(1, ge=1, le=1000, description="answers per person and question (sampled modes)")
@@ -107,7 +111,7 @@ def _styles(options: Options, personas, stage: str) -> list[str]:
     available = list(dict.fromkeys(personas["style"])) if personas is not None else []
     styles = options.styles or ["meta", *available]
     for s in styles:
-        if s != "meta" and s not in available:
+        if s not in ("meta", "base") and s not in available:
             have = ", ".join(["meta", *available])
             raise DataError(f"stages.{stage}.styles: no '{s}' personas in the inputs (have: {have})")
     return styles
@@ -117,7 +121,7 @@ def plan(options: Options, inputs: dict, ctx: StageContext) -> list[list[int]]:
     people, personas, _ = _roles(inputs, ctx.stage)
     styles = _styles(options, personas, ctx.stage)
     rows = list(range(len(people)))
-    if any(s != "meta" for s in styles):  # only people someone wrote a persona for
+    if any(s not in ("meta", "base") for s in styles):  # only people someone wrote a persona for
         have = set(personas["person_id"])
         rows = [i for i, pid in enumerate(people["person_id"]) if pid in have]
     if options.sample is not None:
@@ -170,8 +174,14 @@ def _messages(options: Options, item: _Item, template: str) -> list[dict[str, st
     choice = q["kind"] != "open"
     system = render(builtin("answers/system.jinja"), choice=choice)
     if not choice:
-        words = options.open_words
-        user = render(builtin("answers/open.jinja"), persona=item.persona, question=q["text"], max_words=words)
+        traits = _traits(item.person) if item.style == "meta" else []
+        user = render(
+            builtin("answers/open.jinja"),
+            persona=item.persona,
+            traits=traits,
+            question=q["text"],
+            max_words=options.open_words,
+        )
     else:
         shown = list(zip(letters(len(item.order)), [q["options"][j] for j in item.order]))
         extra = {"peers": item.peers} if template == "multi_turn" else {}
@@ -184,6 +194,21 @@ def _messages(options: Options, item: _Item, template: str) -> list[dict[str, st
             **extra,
         )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
+BANDS = ((0.2, "Very low"), (0.4, "Low"), (0.6, "Medium"), (0.8, "High"), (float("inf"), "Very high"))
+
+
+def _traits(person: dict) -> list[tuple[str, str, float]]:
+    """A meta persona's Big Five as (trait, band, value), banded as in the personality study's rubric."""
+    if not all(person.get(t) is not None for t in TRAITS):
+        return []
+    out = []
+    for t in TRAITS:
+        v = round(float(person[t]), 2)
+        out.append((t.capitalize(), next(name for top, name in BANDS if v < top), v))
+    return out
 
 
 # --- the stage --------------------------------------------------------------------------------------------------
@@ -219,6 +244,8 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
         for style in styles:
             if style == "meta":
                 persona = json.dumps(facts(p, names), indent=2, ensure_ascii=False)
+            elif style == "base":
+                persona = None
             elif (pid, style) in texts:
                 persona = texts[(pid, style)]
             else:  # the personas stage failed for this person and style: nothing to answer with
