@@ -128,6 +128,7 @@ class TransformersBackend:
         max_new = max(r.sampling.max_tokens for r in requests)
         past = None
         step_ids, step_pos, attn = ids, positions, mask
+        active = list(range(n))  # rows still generating, in the order they sit in the batch tensors
         for _ in range(max_new):
             out = self.model(  # logits of the last position only: the prefill would otherwise hold n x L x vocab
                 input_ids=step_ids,
@@ -141,17 +142,15 @@ class TransformersBackend:
             logits = out.logits[:, -1, :].float().cpu()
             if bitmask is not None:
                 xgr, info, _ = self._compiler()
-                rows = [i for i, m in enumerate(matchers) if m is not None and not done[i]]
-                for i in rows:
-                    matchers[i].fill_next_token_bitmask(bitmask, i)
+                rows = [j for j, i in enumerate(active) if matchers[i] is not None]
+                for j in rows:
+                    matchers[active[j]].fill_next_token_bitmask(bitmask, j)
                 if rows:
                     xgr.apply_token_bitmask_inplace(logits, bitmask, vocab_size=info.vocab_size, indices=rows)
             next_tokens = []
-            for i, r in enumerate(requests):
-                if done[i]:
-                    next_tokens.append(pad)
-                    continue
-                token = self._sample(logits[i], r, generators[i])
+            for j, i in enumerate(active):
+                r = requests[i]
+                token = self._sample(logits[j], r, generators[i])
                 next_tokens.append(token)
                 if matchers[i] is not None:
                     matchers[i].accept_token(token)
@@ -165,11 +164,17 @@ class TransformersBackend:
                     done[i] = True
                 elif r.sampling.stop and self._hit_stop(out_tokens[i], r.sampling.stop):
                     done[i], finish[i] = True, "stop"
-            if all(done):
+            keep = [j for j, i in enumerate(active) if not done[i]]
+            if not keep:
                 break
             step_ids = torch.tensor(next_tokens, device=self.device)[:, None]
             step_pos = step_pos[:, -1:] + 1
-            attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=self.device)], dim=1)
+            attn = torch.cat([attn, torch.ones((len(active), 1), dtype=attn.dtype, device=self.device)], dim=1)
+            if len(keep) < len(active):  # finished rows leave the batch: no more compute spent on them
+                index = torch.tensor(keep, device=self.device)
+                past.batch_select_indices(index)
+                step_ids, step_pos, attn = step_ids[index], step_pos[index], attn[index]
+                active = [active[j] for j in keep]
         seconds = time.perf_counter() - started
         results = []
         for i, r in enumerate(requests):
