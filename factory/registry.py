@@ -15,7 +15,10 @@ from factory.stage import StageSpec, import_object, spec_from_object
 STAGES: dict[str, str] = {
     "meta_personas": "factory.stages.meta_personas",
     "personas": "factory.stages.personas",
+    "calibrate": "factory.stages.calibrate",
     "questions": "factory.stages.questions",
+    "evaluate": "factory.stages.evaluate",
+    "answers": "factory.stages.answers",
 }
 
 BACKENDS: dict[str, str] = {
