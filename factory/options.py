@@ -102,7 +102,14 @@ def semantic_dump(value: Any) -> Any:
     """JSON-ready view of options with operational fields removed, recursively through nested models."""
     if isinstance(value, BaseModel):
         skip = operational_fields(type(value))
-        return {k: semantic_dump(getattr(value, k)) for k in type(value).model_fields if k not in skip}
+        out = {}
+        for k, f in type(value).model_fields.items():
+            v = getattr(value, k)
+            # an option added to a stage later, left unset, keeps the fingerprints of recipes that predate it
+            omit = isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("fingerprint") == "omit_if_none"
+            if k not in skip and not (v is None and omit):
+                out[k] = semantic_dump(v)
+        return out
     if isinstance(value, dict):
         return {str(k): semantic_dump(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -11,6 +11,9 @@ A row: `question_id` (`<source>/<source_id>`, unique), `source`, `source_id`, `t
 none, e.g. "Refused" or "Not sure"), `refusal_index` (index of a "Refused" option or null),
 `human_distribution` (overall answer shares over `options`, from unweighted counts, "Refused" included),
 `human_n` (respondents), `human_groups` (per attribute and group: counts over `options`).
+
+Duplicates: `normalize` is the exact key; `DuplicateIndex` also finds near duplicates (Jaccard similarity of word
+1-2-gram shingles), for generated questions that repeat one another with a word changed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import csv
 import hashlib
 import json
 import re
+from array import array
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -259,3 +263,76 @@ def load_file(path: Path, source: str) -> list[dict]:
     if suffix == ".csv":
         return read_csv(path, source)
     raise DataError(f"{path}: unsupported question file (use .json in the context.json shape or .csv)")
+
+
+# --- near duplicates ------------------------------------------------------------------------------------------
+
+
+def shingles(text: str) -> frozenset[str]:
+    """Word unigrams and bigrams of the normalised text: what near-duplicate detection compares."""
+    words = re.findall(r"[\w']+", normalize(text))
+    return frozenset(words) | frozenset(f"{a} {b}" for a, b in zip(words, words[1:]))
+
+
+def jaccard(a: str, b: str) -> float:
+    """Jaccard similarity of two texts' shingles (1.0 for two texts without any word)."""
+    x, y = shingles(a), shingles(b)
+    return len(x & y) / len(x | y) if x | y else 1.0
+
+
+class DuplicateIndex:
+    """Finds, for a new text, an earlier one it repeats: the same normalised text (exact), or Jaccard similarity of
+    word 1-2-gram shingles at or above `threshold` (near). Incremental: an inverted index from shingle to texts, so
+    a lookup costs the postings of its shingles, not a pass over every text (20,000 questions: seconds).
+
+    Word shingles rather than character n-grams: one added word ("What does trust mean to you personally?")
+    stays above 0.8, while questions that differ in their content word ("...criticizes your work?" vs
+    "...praises your work?") fall to about 0.73. Lexical similarity cannot see paraphrases with other words;
+    an embedding model would, at the cost of a model download and a threshold to calibrate.
+    """
+
+    def __init__(self, threshold: float = 0.8):
+        import numpy as np
+
+        if not 0 < threshold <= 1:
+            raise ValueError("threshold must be in (0, 1]")
+        self.threshold = threshold
+        self.ids: list[str] = []
+        self._exact: dict[str, int] = {}
+        self._postings: dict[str, array] = {}  # shingle -> ids' positions (int64, read by numpy without a copy)
+        self._sizes = np.zeros(64, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def match(self, text: str) -> tuple[str, str, float] | None:
+        """(kind 'exact' | 'near', id of the earlier text, similarity) or None; of equally similar earlier texts,
+        the first added."""
+        import numpy as np
+
+        hit = self._exact.get(normalize(text))
+        if hit is not None:
+            return "exact", self.ids[hit], 1.0
+        sh = shingles(text)
+        lists = [np.frombuffer(self._postings[s], dtype=np.int64) for s in sh if s in self._postings]
+        if not lists:
+            return None
+        shared = np.bincount(np.concatenate(lists), minlength=len(self.ids))
+        sim = shared / (len(sh) + self._sizes[: len(self.ids)] - shared)
+        best = int(np.argmax(sim))  # the first of equal maxima: the earliest text
+        if sim[best] >= self.threshold:
+            return "near", self.ids[best], float(sim[best])
+        return None
+
+    def add(self, qid: str, text: str) -> None:
+        import numpy as np
+
+        i = len(self.ids)
+        self.ids.append(qid)
+        self._exact.setdefault(normalize(text), i)
+        sh = shingles(text)
+        if i == len(self._sizes):
+            self._sizes = np.concatenate([self._sizes, np.zeros_like(self._sizes)])
+        self._sizes[i] = len(sh)
+        for s in sh:
+            self._postings.setdefault(s, array("q")).append(i)

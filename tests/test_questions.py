@@ -191,3 +191,323 @@ def test_duplicate_ids_across_files_are_an_error(tmp_path):
     with pytest.raises(DataError, match="question id 'a/1' appears twice"):
         questions.run(opts, {}, StageContext("r", "q", 0))
     assert len(read_csv(tmp_path / "a.csv", "a")) == 2
+
+
+# --- generated questions ------------------------------------------------------------------------------------------
+
+
+def test_default_output_has_no_split_column(write_recipe, tmp_path):
+    ds, manifest = run_questions(write_recipe, tmp_path, "    sets: [election]\n")
+    assert "split" not in ds.column_names and set(manifest["metrics"]) == {"loaded", "duplicates_removed", "selected"}
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("How do you usually react when a friend criticizes your work?", None),
+        ("What does trust mean to you?", None),  # exactly 5 words
+        ("Why do you trust?", "fewer than 5 words"),
+        ("How do you react to criticism.", "does not end with '?'"),
+        ("Do you trust your neighbours with your keys?", "yes/no question"),
+        ("Would you rather save money or spend it now?", "yes/no question"),
+        ("\u201cDon\u2019t you think money changes people over time?", "yes/no question"),
+        ("Have you ever lent money to a friend?", "yes/no question"),
+        ("Is honesty always the best policy for you?", "yes/no question"),
+        ("What " + "really " * 59 + "matters?", "more than 60 words"),
+        ("What " + "really " * 58 + "matters?", None),  # exactly 60 words
+    ],
+)
+def test_check_question(text, reason):
+    from factory.stages.questions import check_question
+
+    assert check_question(text) == reason
+
+
+def test_duplicate_index_exact_and_near():
+    from factory.questionsets import DuplicateIndex, jaccard
+
+    index = DuplicateIndex(0.8)
+    index.add("a", "What does trust mean to you?")
+    index.add("b", "How do you usually react when someone criticizes your work?")
+    assert index.match("  what does TRUST mean to you ") == ("exact", "a", 1.0)
+    kind, qid, sim = index.match("What does trust mean to you personally?")
+    assert (
+        (kind, qid) == ("near", "a")
+        and sim == pytest.approx(jaccard("What does trust mean to you?", "What does trust mean to you personally?"))
+        and sim >= 0.8
+    )
+    assert index.match("How do you usually react when someone praises your work?") is None  # 0.73
+    assert index.match("Which childhood memory shaped how you handle money today?") is None
+    assert index.match("!!!") is None and len(index) == 2
+    assert jaccard("What does trust mean to you?", "What does trust mean to you?") == 1.0
+
+
+def test_pool_keeps_valid_unique_questions_and_records_the_rest():
+    """Hand-written model answers through the post-processing: exact ids kept, exact reasons for the rest."""
+    from factory.stages.questions import QuestionPool
+
+    pool = QuestionPool(0.8, known=[("personality/q00001", "What makes you laugh the most?")])
+    kept = pool.offer(
+        "Trust in others",
+        [
+            "1. What does trust mean to you?",
+            "Do you trust your neighbours?",
+            "What makes you laugh the most",
+            "What makes you laugh the most?",
+            "How has a betrayal changed the way you trust new people?",
+        ],
+        call=0,
+    )
+    assert kept == ["generated/trust-in-others/1", "generated/trust-in-others/2"]
+    kept = pool.offer(
+        "Money",
+        [
+            "What does trust mean to you personally?",
+            "  How has a betrayal changed the way you trust NEW people? ",
+            "What did your parents teach you about saving money?",
+        ],
+        call=0,
+    )
+    assert kept == ["generated/money/1"]
+    assert [(f["topic"], f["reason"]) for f in pool.failures] == [
+        ("Trust in others", "yes/no question"),
+        ("Trust in others", "does not end with '?'"),
+        ("Trust in others", "duplicate of personality/q00001"),
+        ("Money", "near-duplicate of generated/trust-in-others/1"),
+        ("Money", "duplicate of generated/trust-in-others/2"),
+    ]
+    assert pool.failures[3]["similarity"] == pytest.approx(11 / 13, abs=1e-4)  # 11 shared 1-2-grams of 13
+    assert pool.kept["Trust in others"][0]["text"] == "What does trust mean to you?"  # list marker removed
+    row = pool.kept["Money"][0]
+    assert (row["source"], row["source_id"], row["kind"], row["options"]) == ("generated", "money/1", "open", [])
+    assert pool.counts == {"returned": 8, "rejected": 2, "duplicates_exact": 2, "duplicates_near": 1, "kept": 3}
+
+
+def test_generate_options_are_checked():
+    from pydantic import ValidationError
+
+    from factory.stages.questions import Generate
+
+    with pytest.raises(ValidationError, match="max_calls 1 cannot collect per_topic 20 at per_call 10"):
+        Generate(backend="b", topics=["a"], per_topic=20, max_calls=1)
+    with pytest.raises(ValidationError, match="are the same topic"):
+        Generate(backend="b", topics=["Trust", "trust!"])
+    g = Generate(backend="b", topics="personality_200", per_topic=25)
+    topics = g.topic_list()
+    assert len(topics) == len(set(topics)) == 200 and g.calls_allowed() == 9
+
+
+class ScriptedClient:
+    """A stand-in backend: answers per (topic, call) from a script, records every request."""
+
+    model_id = "scripted"
+    cache = None
+
+    def __init__(self, script: dict[str, list[str]]):
+        self.script = script
+        self.requests: list = []
+        self.calls = 0
+
+    def generate(self, requests):
+        from factory.llm.types import GenerationResult
+
+        out = []
+        for r in requests:
+            self.calls += 1
+            self.requests.append(r)
+            topic = r.messages[-1][1].split("\n", 1)[0].removeprefix("Topic: ")
+            text = self.script[topic].pop(0)
+            out.append(GenerationResult(text, "stop", 10, 20))
+        return out
+
+
+SCRIPT = {
+    "Trust in others": [
+        json.dumps({"questions": ["What does trust mean to you?", "Do you trust your neighbours?"]}),
+        json.dumps({"questions": ["How has a betrayal changed the way you trust new people?", "Why?"]}),
+        "not json",
+    ],
+    "Money": [
+        json.dumps(
+            {"questions": ["How do you decide what to spend money on each month?", "What does trust mean to you now?"]}
+        ),
+        json.dumps(
+            {
+                "questions": [
+                    "2) What did your parents teach you about saving money?",
+                    "How do you decide what to SPEND money on each month?",
+                ]
+            }
+        ),
+        json.dumps({"questions": ["When have you regretted a purchase, and what did it teach you about yourself?"]}),
+    ],
+}
+
+
+def scripted_build(write_recipe, tmp_path, monkeypatch, seed: int = 0):
+    from factory.llm import backend
+
+    client = ScriptedClient({k: list(v) for k, v in SCRIPT.items()})
+    monkeypatch.setattr(backend, "for_stage", lambda ctx, name: client)
+    body = (
+        "    generate:\n      backend: b\n      topics: [Trust in others, Money]\n      per_topic: 3\n"
+        "      per_call: 2\n      max_calls: 3\n      max_retries: 0\n      held_out: 0.4\n"
+    )
+    path = write_recipe(
+        f"name: q\nseed: {seed}\nbackends:\n  b: {{type: transformers}}\nstages:\n  q:\n    uses: questions\n{body}"
+    )
+    runner = Runner(load_recipe(path), runs_dir=tmp_path / "runs", progress=False)
+    runner.build()
+    store = runner.store("q")
+    fails = load_from_disk(str(store.failures_dir)).to_list()
+    return load_from_disk(str(store.data_dir)), fails, store.manifest(), client
+
+
+def test_generation_rounds_with_a_scripted_model(write_recipe, tmp_path, monkeypatch):
+    ds, fails, manifest, client = scripted_build(write_recipe, tmp_path, monkeypatch)
+    assert ds["question_id"] == [
+        "generated/trust-in-others/1",
+        "generated/trust-in-others/2",
+        "generated/money/1",
+        "generated/money/2",
+        "generated/money/3",
+    ]
+    assert ds[3]["text"] == "What did your parents teach you about saving money?"
+    assert set(ds["source"]) == {"generated"} and set(ds["kind"]) == {"open"} and ds["options"] == [[]] * 5
+    assert ds["split"].count("held_out") == 2 and set(ds["split"]) == {"train", "held_out"}
+    reasons = [(json.loads(f["record"])["topic"], f["reason"]) for f in fails]
+    assert reasons[:4] == [
+        ("Trust in others", "yes/no question"),
+        ("Money", "near-duplicate of generated/trust-in-others/1"),
+        ("Trust in others", "fewer than 5 words"),
+        ("Money", "duplicate of generated/money/1"),
+    ]
+    assert reasons[4][0] == "Trust in others" and reasons[4][1].startswith("invalid JSON")
+    assert reasons[5] == ("Trust in others", "topic short of per_topic after max_calls")
+    assert json.loads(fails[5]["record"]) == {"topic": "Trust in others", "kept": 2, "wanted": 3, "calls": 3}
+    m = manifest["metrics"]
+    assert (m["generate.calls"], m["generate.calls_failed"], m["generate.kept"], m["generate.shortfall"]) == (
+        6,
+        1,
+        5,
+        1,
+    )
+    assert (m["generate.duplicates_exact"], m["generate.duplicates_near"], m["generate.rejected"]) == (1, 1, 2)
+    assert m["generate.held_out"] == 2 and manifest["failure_reasons"]["yes/no question"] == 1
+    # per call: its own seed, a schema for exactly the count asked, and the topic's kept questions to avoid
+    seeds = [r.sampling.seed for r in client.requests]
+    assert len(set(seeds)) == len(seeds) == 6
+    last = [r for r in client.requests if "Trust in others" in r.messages[-1][1]][-1]
+    assert json.loads(last.constraint.json_schema)["properties"]["questions"]["minItems"] == 1
+    assert "- How has a betrayal changed the way you trust new people?" in last.messages[-1][1]
+    assert {"builtin:questions/system.jinja", "builtin:questions/generate.jinja"} <= set(
+        manifest["fingerprint_payload"]["files"]
+    )
+
+
+def test_held_out_split_is_seeded(write_recipe, tmp_path, monkeypatch):
+    a, *_ = scripted_build(write_recipe, tmp_path / "a", monkeypatch)
+    b, *_ = scripted_build(write_recipe, tmp_path / "b", monkeypatch)
+    assert a["split"] == b["split"]
+    splits = {
+        tuple(scripted_build(write_recipe, tmp_path / f"s{s}", monkeypatch, seed=s)[0]["split"]) for s in range(6)
+    }
+    assert len(splits) > 1
+
+
+def test_generation_end_to_end_on_the_tiny_model(tmp_path, tiny_path):
+    """The tiny model (conftest's, one per session) writes gibberish: check invariants, not content."""
+    from factory.questionsets import DuplicateIndex
+    from factory.stages.questions import check_question
+
+    path = tmp_path / "r.yaml"
+    path.write_text(f"""\
+name: g
+seed: 0
+backends:
+  tiny: {{type: transformers, model: "{tiny_path}", batch_size: 4}}
+stages:
+  q:
+    uses: questions
+    sets: [election]
+    generate:
+      backend: tiny
+      topics: [Trust in others, Reaction to criticism]
+      per_topic: 2
+      per_call: 2
+      max_calls: 2
+      max_tokens: 120
+      max_retries: 0
+""")
+    built = []
+    for runs in ("a", "b"):
+        runner = Runner(load_recipe(path), runs_dir=tmp_path / runs, progress=False)
+        runner.build()
+        store = runner.store("q")
+        ds = load_from_disk(str(store.data_dir))
+        fails = load_from_disk(str(store.failures_dir)).to_list() if store.failures_dir.exists() else []
+        built.append((ds, fails, store.manifest()))
+    (ds, fails, manifest), (again, _, _) = built
+    assert ds.to_list() == again.to_list()  # same recipe and seed, same rows
+    assert ds.column_names == [*load_seed_set("election")[0], "split"]
+    election, made = ds.to_list()[:3], ds.to_list()[3:]
+    assert [r["source"] for r in election] == ["election"] * 3 and {r["split"] for r in election} == {"train"}
+    m = manifest["metrics"]
+    assert m["generate.calls"] >= 2 and m["backend_calls"] >= 2
+    assert (
+        m["generate.returned"]
+        == m["generate.kept"] + m["generate.rejected"] + m["generate.duplicates_exact"] + m["generate.duplicates_near"]
+    )
+    assert len(made) == m["generate.kept"] and len(made) + m["generate.shortfall"] == 4
+    assert len(fails) == manifest["failures"] and all(f["reason"] for f in fails)
+    for r in made:
+        assert r["source"] == "generated" and r["kind"] == "open" and r["options"] == []
+        assert r["topic"] in ("Trust in others", "Reaction to criticism") and r["split"] in ("train", "held_out")
+        assert r["question_id"].startswith("generated/") and check_question(r["text"]) is None
+    # deduplication comes before the split: no held-out question repeats a training question, even nearly
+    index = DuplicateIndex(0.8)
+    for r in ds.to_list():
+        if r["split"] == "train":
+            index.add(r["question_id"], r["text"])
+    assert all(index.match(r["text"]) is None for r in made if r["split"] == "held_out")
+
+
+def test_killed_generation_resumes_from_the_request_cache(tmp_path, tiny_path, monkeypatch):
+    """Generation is one batch; a killed build's answers are in the request cache, so none is asked twice."""
+    from factory.errors import StageError
+    from factory.llm import backend
+    from factory.llm.transformers_backend import TransformersBackend
+
+    sent: list[str] = []
+    limit = {"n": 1}
+    original = TransformersBackend.generate
+
+    def counting(self, requests):
+        if len(sent) + len(requests) > limit["n"]:
+            raise RuntimeError("killed")
+        sent.extend(r.key(self.model_id, self.revision) for r in requests)
+        return original(self, requests)
+
+    monkeypatch.setattr(TransformersBackend, "generate", counting)
+    monkeypatch.setattr(backend, "_LOADED", {})
+    path = tmp_path / "r.yaml"
+    path.write_text(f"""\
+name: g
+seed: 0
+backends:
+  tiny: {{type: transformers, model: "{tiny_path}", batch_size: 4}}
+stages:
+  q:
+    uses: questions
+    batch_size: 1   # one topic per request group
+    generate: {{backend: tiny, topics: [Trust, Money], per_topic: 2, per_call: 2, max_calls: 1, max_tokens: 80,
+                max_retries: 0}}
+""")
+    with pytest.raises(StageError, match="killed"):
+        Runner(load_recipe(path), runs_dir=tmp_path / "runs", progress=False).build()
+    assert len(sent) == 1  # the first topic's call was answered, the second killed the build
+    limit["n"] = 10**9
+    runner = Runner(load_recipe(path), runs_dir=tmp_path / "runs", progress=False)
+    runner.build()
+    assert len(sent) == len(set(sent)) == 2  # the resumed build asked only the second topic
+    assert runner.store("q").manifest()["metrics"]["requests_cached"] == 1
