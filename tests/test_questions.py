@@ -511,3 +511,21 @@ stages:
     runner.build()
     assert len(sent) == len(set(sent)) == 2  # the resumed build asked only the second topic
     assert runner.store("q").manifest()["metrics"]["requests_cached"] == 1
+
+
+def test_held_out_share_of_selected_questions_is_seeded(tmp_path, write_recipe):
+    path = write_recipe("""\
+        name: h
+        seed: 3
+        stages:
+          q: {uses: questions, sets: [opinionqa], with_human_distribution: true, sample: 40, held_out: 0.25}
+          plain: {uses: questions, sets: [opinionqa], with_human_distribution: true, sample: 40}
+    """)
+    runner = Runner(load_recipe(path), runs_dir=tmp_path / "runs", progress=False)
+    runner.build()
+    data = load_from_disk(str(runner.store("q").data_dir)).to_pandas()
+    assert (data["split"] == "held_out").sum() == 10 and set(data["split"]) == {"train", "held_out"}
+    assert "split" not in load_from_disk(str(runner.store("plain").data_dir)).column_names
+    again = Runner(load_recipe(path), runs_dir=tmp_path / "again", progress=False)
+    again.build(only=["q"])
+    assert load_from_disk(str(again.store("q").data_dir)).to_pandas()["split"].tolist() == data["split"].tolist()

@@ -163,6 +163,14 @@ class Options(StageOptions):
     with_human_distribution: bool = Field(False, description="keep only questions with human answer distributions")
     dedup: bool = Field(True, description="drop repeated questions (same normalised text and options)")
     sample: int | None = Field(None, ge=1, description="seeded random sample of this many questions (after filters)")
+    held_out: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="seeded share of the selected (shipped or file) questions put in split 'held_out', e.g. to judge"
+        " calibration on questions it never saw; adds the `split` column",
+        json_schema_extra={"fingerprint": "omit_if_none"},
+    )
     generate: Generate | None = Field(
         None,
         description="write open questions per topic with an LLM, appended after the selection (None: none)",
@@ -196,9 +204,16 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     from datasets import Dataset, Value
 
     rows, metrics = select(options, ctx)
+    if options.held_out is not None:  # drawn over the selection only: generated questions have their own share
+        picked = set(ctx.rng("held_out_selected").permutation(len(rows))[: round(options.held_out * len(rows))])
+        for i, row in enumerate(rows):
+            row["split"] = "held_out" if i in picked else "train"
+        metrics["held_out"] = float(len(picked))
     if options.generate is None:
-        data = Dataset.from_list(rows, features=features())
-        return StageOutput(data, metrics=metrics)
+        schema = features()
+        if options.held_out is not None:
+            schema["split"] = Value("string")
+        return StageOutput(Dataset.from_list(rows, features=schema), metrics=metrics)
 
     if any(r["source"] == SOURCE for r in rows):
         raise DataError(f"stages.{ctx.stage}.files: a file named '{SOURCE}' clashes with generated questions' ids")
@@ -207,7 +222,7 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     held = held_out(len(made), options.generate.held_out, ctx)
     metrics["generate.held_out"] = float(len(held))
     for row in rows:
-        row["split"] = "train"
+        row.setdefault("split", "train")
     for i, row in enumerate(made):
         row["split"] = "held_out" if i in held else "train"
     rows += made
