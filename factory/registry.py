@@ -19,6 +19,7 @@ STAGES: dict[str, str] = {
     "questions": "factory.stages.questions",
     "evaluate": "factory.stages.evaluate",
     "answers": "factory.stages.answers",
+    "train_dpo": "factory.stages.train_dpo",
 }
 
 BACKENDS: dict[str, str] = {

@@ -1,0 +1,47 @@
+"""A `preferences`-shaped stage for training tests: `n` preference pairs in TRL's conversational format (system +
+user prompt, one assistant message each for chosen and rejected), a `split` column (the last `n_test` pairs are
+'test'), and the metadata columns a real pair dataset carries, which training must ignore."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from pydantic import Field
+
+from factory.options import StageOptions
+
+SYSTEM = "You are simulating a personality-rich human response."
+TOPICS = ["money", "criticism", "risk", "trust", "conflict", "empathy", "meaning", "support"]
+
+
+class Options(StageOptions):
+    n: int = Field(16, ge=1)
+    n_test: int = Field(4, ge=0)
+    drop: list[str] = Field(default_factory=list, description="columns to leave out (a malformed dataset)")
+
+
+def run(options: Options, inputs: dict, ctx):
+    rows = []
+    for i in range(options.n):
+        topic = TOPICS[i % len(TOPICS)]
+        rows.append(
+            {
+                "question_id": f"q{i:03d}",
+                "prompt": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": f"How do you feel about {topic} ({i})?"},
+                ],
+                "chosen": [{"role": "assistant", "content": f"I think about {topic} calmly; I am 41 and a nurse."}],
+                "rejected": [{"role": "assistant", "content": "No."}],
+                "split": "test" if i >= options.n - options.n_test else "train",
+                "target": "diplomat",
+                "target_vector": [0.9, 0.5, 0.45, 0.9, 0.6],
+                "chosen_score": 0.8,
+                "rejected_score": 0.4,
+                "margin": 0.4,
+            }
+        )
+    return [{k: v for k, v in r.items() if k not in options.drop} for r in rows]
+
+
+stage = SimpleNamespace(Options=Options, run=run, VERSION=1, INPUTS=(0, 0), __doc__="fake preference pairs")
