@@ -20,6 +20,8 @@ STAGES: dict[str, str] = {
     "evaluate": "factory.stages.evaluate",
     "answers": "factory.stages.answers",
     "train_dpo": "factory.stages.train_dpo",
+    "preferences": "factory.stages.preferences",
+    "trait_control": "factory.stages.trait_control",
 }
 
 BACKENDS: dict[str, str] = {
