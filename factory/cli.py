@@ -78,6 +78,33 @@ def build(
         return
     out.print(summary_table(summaries))
     out.print(f"outputs: {runs_dir / r.name}")
+    if r.publish is not None:
+        if only:
+            out.print(f"publish: skipped with --only (run `factory push {recipe}` when the stages are built)")
+            return
+        from factory.publish.push import describe, publish_recipe
+
+        for line in describe(publish_recipe(r, runs_dir)):
+            out.print(line)
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--profile", help="publish profile: local, hub, or a profile YAML (default: the recipe's publish block)")
+@click.option("--dry-run", is_flag=True, help="build the repos' files and cards, report versions, write nothing")
+@RUNS_DIR
+def push(recipe: Path, overrides: tuple[str, ...], profile: str | None, dry_run: bool, runs_dir: Path) -> None:
+    """Publish RECIPE's built stages as versioned dataset (and adapter model) repos, one commit and tag each."""
+    from factory.publish.push import describe, publish_recipe
+    from factory.recipe import load_recipe
+    from factory.report import out
+
+    r = load_recipe(recipe, overrides)
+    if profile and Path(profile).is_file():  # a profile file named on the command line is relative to here
+        profile = str(Path(profile).resolve())
+    for line in describe(publish_recipe(r, runs_dir, profile=profile, dry_run=dry_run), dry_run=dry_run):
+        out.print(line)
 
 
 @main.command()
@@ -111,7 +138,14 @@ def plan(recipe: Path, overrides: tuple[str, ...], runs_dir: Path) -> None:
 
     r = load_recipe(recipe, overrides)
     runner = Runner(r, runs_dir=runs_dir, progress=False)
-    rows = [(s.stage, r.stages[s.stage].uses, s.fingerprint, s.state, s.detail) for s in runner.plan()]
+    from factory.publish.hub_inputs import fingerprint
+
+    rows = []
+    for name, entry in r.stages.items():  # published datasets the recipe reads, pinned
+        for url, ref in entry.hub.items():
+            if not any(row[0] == url for row in rows):
+                rows.append((url, "hub input", fingerprint(ref), "pinned", f"read by {name}"))
+    rows += [(s.stage, r.stages[s.stage].uses, s.fingerprint, s.state, s.detail) for s in runner.plan()]
     out.print(plan_table(f"{r.name} (seed {r.seed}) -> {runs_dir / r.name}", rows))
 
 

@@ -5,7 +5,7 @@ fingerprint = sha256 of the canonical JSON of
     options minus operational fields (batch sizes, concurrency, URLs, devices),
     the semantic config of the backends the stage names,
     sha256 of every referenced file (prompts, data),
-    the fingerprints of its inputs,
+    the fingerprints of its inputs (for a hub:// input: its repo, revision and config),
     the stage's derived seed.
 Two builds with the same fingerprint must produce the same rows, so anything else that changes output must bump
 the stage's VERSION.
@@ -84,9 +84,18 @@ def stage_payload(recipe: Any, name: str, upstream: dict[str, str]) -> dict[str,
                 for p in (entry.spec.files(entry.options) if entry.spec.files else [])
             },
         },
-        "inputs": {i: upstream[i] for i in entry.inputs},
+        "inputs": {i: _input_fingerprint(entry, i, upstream) for i in entry.inputs},
         "seed": recipe.stage_seed(name),
     }
+
+
+def _input_fingerprint(entry: Any, name: str, upstream: dict[str, str]) -> str:
+    hub = getattr(entry, "hub", {})
+    if name in hub:  # a published dataset: its repo and pinned revision (a folder's tag commit), not its bytes
+        from factory.publish.hub_inputs import fingerprint as hub_fingerprint
+
+        return hub_fingerprint(hub[name])
+    return upstream[name]
 
 
 def fingerprint(payload: dict[str, Any]) -> str:

@@ -29,6 +29,8 @@ from factory.backends.config import BackendConfig
 from factory.errors import RecipeError, did_you_mean
 from factory.fingerprint import backend_fields
 from factory.options import Options, StageOptions
+from factory.publish import hub_inputs
+from factory.publish.hub_inputs import HubRef
 from factory.stage import StageSpec, derive_seed
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -37,14 +39,18 @@ _RESOLVER_RE = re.compile(r"\$\{[^}]*:")
 
 
 class PublishConfig(Options):
-    """Where `build` publishes at its end (see `push/` profiles)."""
+    """Where `build` publishes at its end and `factory push` publishes (see `factory/publish/push.py`).
 
-    to: str = Field(..., description="publish profile: a name under push/ (local, hub) or a path to a profile YAML")
-    repo: str = Field(..., description="Hub repo id (org/name) or local folder name")
+    Not a stage option: publishing never changes a fingerprint."""
+
+    profile: str = Field("local", description="a profile under push/ (local, hub) or a path to a profile YAML")
     layout: Literal["per_recipe", "per_stage"] = Field(
-        "per_recipe", description="one repo with a config per stage, or one repo per stage"
+        "per_recipe", description="one dataset repo with a config per stage, or one repo per stage"
     )
     stages: list[str] | None = Field(None, description="stages to publish; default all")
+    repo: str | None = Field(
+        None, pattern=NAME, description="repo name (no namespace); default the recipe's name; per_stage: <repo>-<stage>"
+    )
 
 
 class _TopLevel(Options):
@@ -65,6 +71,11 @@ class StageEntry:
     inputs: list[str]
     options: StageOptions
     spec: StageSpec
+    hub: dict[str, HubRef] = field(default_factory=dict)  # inputs read from published datasets, by written name
+
+    def stage_inputs(self) -> list[str]:
+        """Inputs that are stages of the recipe (not hub:// datasets)."""
+        return [i for i in self.inputs if i not in self.hub]
 
 
 @dataclass
@@ -87,19 +98,19 @@ class Recipe:
         """`stage` and every stage that reads from it, directly or not, in build order."""
         hit = {stage}
         for name in self.order:
-            if any(i in hit for i in self.stages[name].inputs):
+            if any(i in hit for i in self.stages[name].stage_inputs()):
                 hit.add(name)
         return [n for n in self.order if n in hit]
 
     def upstream(self, stage: str) -> list[str]:
         """Every stage `stage` reads from, directly or not, in build order (not including itself)."""
         need: set[str] = set()
-        todo = list(self.stages[stage].inputs)
+        todo = self.stages[stage].stage_inputs()
         while todo:
             s = todo.pop()
             if s not in need:
                 need.add(s)
-                todo += self.stages[s].inputs
+                todo += self.stages[s].stage_inputs()
         return [n for n in self.order if n in need]
 
 
@@ -225,7 +236,7 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
         if isinstance(inputs, str):
             inputs = [inputs]
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-            raise RecipeError(f"{spath}.inputs", f"expected a list of stage names, got {inputs!r}")
+            raise RecipeError(f"{spath}.inputs", f"expected a list of stage names or hub:// URLs, got {inputs!r}")
         try:
             spec = registry.stage(uses)
         except registry.UnknownName as exc:
@@ -235,12 +246,19 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
             if backend_name not in backends:
                 hint = did_you_mean(backend_name, backends) if backends else " (the recipe declares no backends)"
                 raise RecipeError(f"{spath}.{field_path}", f"unknown backend '{backend_name}'{hint}")
-        stages[sname] = StageEntry(sname, uses, list(inputs), options, spec)
+        hub: dict[str, HubRef] = {}
+        for i, inp in enumerate(inputs):
+            if hub_inputs.is_hub(inp):
+                try:
+                    hub[inp] = hub_inputs.parse(inp, base_dir)
+                except ValueError as exc:
+                    raise RecipeError(f"{spath}.inputs[{i}]", str(exc)) from None
+        stages[sname] = StageEntry(sname, uses, list(inputs), options, spec, hub)
 
     for sname, entry in stages.items():
         for i, inp in enumerate(entry.inputs):
-            if inp.startswith("hub://"):
-                raise RecipeError(f"stages.{sname}.inputs[{i}]", "hub:// inputs are not supported by this version")
+            if inp in entry.hub:
+                continue
             if inp == sname:
                 raise RecipeError(f"stages.{sname}.inputs[{i}]", "a stage cannot read its own output")
             if inp not in stages:
@@ -258,6 +276,10 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
         for i, s in enumerate(top.publish.stages):
             if s not in stages:
                 raise RecipeError(f"publish.stages[{i}]", f"unknown stage '{s}'{did_you_mean(s, stages)}")
+    if top.publish:
+        from factory.publish.profiles import load_profile
+
+        load_profile(top.publish.profile, base_dir)  # a missing or malformed profile fails here, not after a build
     return Recipe(
         name=top.name,
         version=top.version,
@@ -278,7 +300,7 @@ def _topological(stages: dict[str, StageEntry]) -> list[str]:
     done: set[str] = set()
     remaining = list(stages)
     while remaining:
-        ready = [s for s in remaining if all(i in done for i in stages[s].inputs)]
+        ready = [s for s in remaining if all(i in done for i in stages[s].stage_inputs())]
         if not ready:
             raise RecipeError("stages", f"cycle in inputs: {' -> '.join(_find_cycle(stages, remaining))}")
         order.append(ready[0])
@@ -291,7 +313,7 @@ def _find_cycle(stages: dict[str, StageEntry], candidates: list[str]) -> list[st
     start = candidates[0]
     path = [start]
     while True:
-        nxt = next(i for i in stages[path[-1]].inputs if i in candidates)
+        nxt = next(i for i in stages[path[-1]].stage_inputs() if i in candidates)
         if nxt in path:
             cycle = path[path.index(nxt) :] + [nxt]
             return list(reversed(cycle))

@@ -22,10 +22,11 @@ from factory.errors import FactoryError, RecipeError, StageError, did_you_mean
 from factory.executor import BatchTask, Executor, LocalExecutor
 from factory.fingerprint import recipe_fingerprints, stage_payload
 from factory.options import semantic_dump
+from factory.publish.hub_inputs import fingerprint as hub_fingerprint
 from factory.recipe import Recipe
 from factory.report import BatchProgress, StageSummary, progress_bars
 from factory.stage import StageContext
-from factory.store import StageStore
+from factory.store import StageStore, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class Runner:
     def _changed_inputs(self, stage: str, store: StageStore) -> list[str]:
         recorded = store.manifest().get("inputs", {})
         changed = []
-        for name in self.recipe.stages[stage].inputs:
+        for name in self.recipe.stages[stage].stage_inputs():  # hub inputs are pinned by their fingerprint
             upstream = self.store(name)
             if not upstream.is_complete():
                 continue
@@ -147,8 +148,6 @@ class Runner:
         dry_run: bool = False,
     ) -> list[StageSummary]:
         visit, forced = self.select(only, from_, force)
-        if self.recipe.publish is not None and not dry_run:
-            raise RecipeError("publish", "publishing is not available in this version; remove the publish block")
         if dry_run:
             return [
                 StageSummary(
@@ -188,9 +187,38 @@ class Runner:
         finally:
             lock.release()
 
-    def _upstream(self, names: list[str]) -> dict[str, dict[str, str]]:
+    def _upstream(self, entry: Any) -> dict[str, dict[str, str]]:
         """Where each input's output folder is (its artifacts, an adapter...) and its fingerprint."""
-        return {n: {"dir": str(self.store(n).dir), "fingerprint": self.store(n).fingerprint} for n in names}
+        out = {}
+        for n in entry.inputs:
+            if n in entry.hub:
+                out[n] = {"dir": str(self._hub_data(entry.hub[n]).parent), "fingerprint": hub_fingerprint(entry.hub[n])}
+            else:
+                out[n] = {"dir": str(self.store(n).dir), "fingerprint": self.store(n).fingerprint}
+        return out
+
+    def _hub_data(self, ref: Any) -> Path:
+        """A hub:// input as a saved dataset, fetched once per runs folder (`factory.publish.hub_inputs`)."""
+        from factory.publish.hub_inputs import materialize
+
+        return materialize(ref, self.runs_dir / self.recipe.name / ".cache" / "hub")
+
+    def _input_record(self, entry: Any, n: str) -> dict[str, Any]:
+        if n in entry.hub:
+            from factory.publish.hub_inputs import describe
+
+            data = self._hub_data(entry.hub[n])
+            return {
+                **describe(entry.hub[n]),
+                "fingerprint": hub_fingerprint(entry.hub[n]),
+                "path": str(data.parent),
+                "content_hash": content_hash(data),
+            }
+        return {
+            "fingerprint": self.fingerprints[n],
+            "path": str(self.store(n).dir),
+            "content_hash": self.store(n).marker()["content_hash"],
+        }
 
     def _run_stage(self, stage: str, store: StageStore, bars: Any) -> StageSummary:
         import datasets
@@ -198,17 +226,20 @@ class Runner:
         datasets.disable_progress_bars()
         entry = self.recipe.stages[stage]
         started = time.time()
-        input_paths = {name: str(self.store(name).data_dir) for name in entry.inputs}
-        for name in entry.inputs:
+        for name in entry.stage_inputs():
             if not self.store(name).is_complete():
                 raise StageError(f"stages.{stage}.inputs: '{name}' has not been built")
+        input_paths = {
+            name: str(self._hub_data(entry.hub[name]) if name in entry.hub else self.store(name).data_dir)
+            for name in entry.inputs
+        }
         ctx = StageContext(
             recipe=self.recipe.name,
             stage=stage,
             seed=self.recipe.stage_seed(stage),
             backends={k: v.model_dump() for k, v in self.recipe.backends.items()},
             workdir=store.work_dir,
-            upstream=self._upstream(entry.inputs),
+            upstream=self._upstream(entry),
         )
         plan = store.load_plan()
         if plan is None:
@@ -298,7 +329,7 @@ class Runner:
                 stage=stage,
                 seed=self.recipe.stage_seed(stage),
                 workdir=store.work_dir,
-                upstream=self._upstream(entry.inputs),
+                upstream=self._upstream(entry),
             )
             summary = entry.spec.summarize(entry.options, {"data": dataset, **extras}, ctx, artifacts) or {}
         reasons: dict[str, int] = {}
@@ -314,14 +345,7 @@ class Runner:
             "fingerprint_payload": stage_payload(self.recipe, stage, self.fingerprints),
             "config": entry.options.model_dump(mode="json"),
             "semantic_config": semantic_dump(entry.options),
-            "inputs": {
-                n: {
-                    "fingerprint": self.fingerprints[n],
-                    "path": str(self.store(n).dir),
-                    "content_hash": self.store(n).marker()["content_hash"],
-                }
-                for n in entry.inputs
-            },
+            "inputs": {n: self._input_record(entry, n) for n in entry.inputs},
             "seed": {"recipe": self.recipe.seed, "stage": self.recipe.stage_seed(stage)},
             "versions": library_versions(),
             "platform": platform.platform(),

@@ -174,14 +174,14 @@ MALFORMED = [
     ),
     (
         "publish unknown stage",
-        BASE + "publish: {to: local, repo: x, stages: [qq]}\n",
+        BASE + "publish: {profile: local, stages: [qq]}\n",
         [],
         "publish.stages[0]",
         "unknown stage 'qq'",
     ),
     (
         "publish typo",
-        BASE + "publish: {to: local, repo: x, layuot: per_stage}\n",
+        BASE + "publish: {profile: local, layuot: per_stage}\n",
         [],
         "publish.layuot",
         "unknown key (did you mean 'layout'?)",

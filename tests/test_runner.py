@@ -200,10 +200,11 @@ def test_concurrent_build_of_same_stage_is_refused(recipe, tmp_path):
         runner.build(only=["a"])
 
 
-def test_publish_block_is_refused_until_supported(write_recipe, tmp_path, cli):
-    path = write_recipe(RECIPE + "publish: {to: local, repo: toy}\n")
-    result = cli("build", path, "--runs-dir", tmp_path / "runs")
-    assert result.exit_code == 2 and "publish: publishing is not available" in result.stderr
+def test_publish_block_publishes_at_the_end_of_build(write_recipe, tmp_path, cli):
+    path = write_recipe(RECIPE + "publish: {profile: local, stages: [a, b]}\n")
+    result = cli("build", path, "--runs-dir", tmp_path / "runs", "--no-progress")
+    assert result.exit_code == 0 and "dataset toy: published v1" in result.stdout
+    assert (tmp_path / "runs" / "toy" / "hub" / "datasets" / "toy" / "data" / "b").is_dir()
 
 
 def test_stage_data_error_is_one_line_exit_2(write_recipe, tmp_path, cli):
