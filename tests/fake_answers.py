@@ -15,34 +15,7 @@ from pydantic import Field
 
 from factory.options import StageOptions
 from factory.stage import StageOutput
-
-
-def features():
-    from datasets import Features, List, Value
-
-    return Features(
-        {
-            "person_id": Value("string"),
-            "geography": Value("string"),
-            "weight": Value("float64"),
-            "style": Value("string"),
-            "question_id": Value("string"),
-            "mode": Value("string"),
-            "sample": Value("int32"),
-            "round": Value("int32"),
-            "option_order": List(Value("int32")),
-            "choice": Value("int32"),
-            "distribution": List(Value("float32")),
-            "valid": Value("bool"),
-            "invalid_reason": Value("string"),
-            "reasoning": Value("string"),
-            "text": Value("string"),
-            "model": Value("string"),
-            "seed": Value("int64"),
-            "prompt_tokens": Value("int32"),
-            "completion_tokens": Value("int32"),
-        }
-    )
+from factory.stages.answers import features  # the real stage's schema: the fake cannot drift from it
 
 
 class FakeOptions(StageOptions):
