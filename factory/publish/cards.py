@@ -96,6 +96,7 @@ class ConfigCard:
     description: str
     schema: list[tuple[str, str]]
     failures: int = 0
+    head: bool = False  # carries the stage's failures, lineage, tables and plots (its first published config)
     plots: list[str] = field(default_factory=list)
     section: str = ""  # markdown the stage wrote for its card (meta_personas' fidelity section)
     section_title: str = ""
@@ -199,8 +200,13 @@ def _table(title: str, records: list[dict], first: str | None = None) -> dict:
 
 
 def summary_tables(summary: dict, skip: tuple[str, ...] = ()) -> list[dict]:
-    """Tables from a manifest summary: its scalars in one table, then one per list of records or mapping."""
+    """Tables from a manifest summary: its scalars in one table, then one per list of records or mapping.
+
+    Records that carry a `weighting` are shown for the summary's headline weighting only (evaluate's); a mapping
+    of records whose members are mappings of records again (per target, per model) becomes one table per member,
+    one row per (outer, inner) key, rather than one unreadably wide table."""
     skip = (*skip, "plots", "card_section")
+    headline = summary.get("weighting") if isinstance(summary.get("weighting"), str) else None
     tables = []
     scalars = [{"measure": k, "value": v} for k, v in summary.items() if k not in skip and _scalarish(v)]
     if scalars:
@@ -211,11 +217,40 @@ def summary_tables(summary: dict, skip: tuple[str, ...] = ()) -> list[dict]:
         title = TABLE_TITLES.get(key, key.replace("_", " "))
         if isinstance(value, list):
             records = [_flatten(x) if isinstance(x, dict) else {"value": x} for x in value]
+            if headline and any("weighting" in r for r in records):
+                records = [r for r in records if r.get("weighting") in (headline, None)]
+                title += f" ({headline} weighting)"
             tables.append(_table(title, records))
         elif all(isinstance(x, dict) for x in value.values()):
-            tables.append(_table(title, [{"": k, **_flatten(x)} for k, x in value.items()], first=key.rstrip("s")))
+            tables += _nested(title, value, _singular(key))
         else:
             tables.append(_table(title, [{"measure": k, "value": v} for k, v in _flatten(value).items()]))
+    return tables
+
+
+def _singular(key: str) -> str:
+    return key[:-1] if key.endswith("s") and len(key) > 1 else key
+
+
+def _is_records(v: Any) -> bool:
+    return isinstance(v, dict) and bool(v) and all(isinstance(x, dict) for x in v.values())
+
+
+def _nested(title: str, value: dict[str, dict], label: str) -> list[dict]:
+    split = [k for k in dict.fromkeys(k for rec in value.values() for k in rec) if all(
+        _is_records(rec.get(k)) for rec in value.values() if k in rec)]  # fmt: skip
+    rows = [{"": outer, **_flatten({k: v for k, v in rec.items() if k not in split})} for outer, rec in value.items()]
+    tables = [_table(title, rows, first=label)] if any(len(r) > 1 for r in rows) or not split else []
+    for member in split:
+        inner_label = _singular(member)
+        records = []
+        for outer, rec in value.items():
+            for inner, fields in (rec.get(member) or {}).items():
+                flat = {
+                    (f"{inner_label}.{k}" if k in (label, inner_label) else k): v for k, v in _flatten(fields).items()
+                }
+                records.append({"": outer, inner_label: inner, **flat})
+        tables.append(_table(f"{title}: {member.replace('_', ' ')}", records, first=label))
     return tables
 
 

@@ -236,6 +236,7 @@ def dataset_card(plan: RepoPlan, ctx: Context) -> str:
         empty += [config_name(stage, out) for out in b.empty_outputs()]
         for out in b.outputs():
             main = out == "data"
+            head = out == b.outputs()[0]  # the stage's summary goes with its first config (data, unless empty)
             rows = b.rows(out)
             total += rows
             card = cards.ConfigCard(
@@ -247,7 +248,8 @@ def dataset_card(plan: RepoPlan, ctx: Context) -> str:
                 description=cards.describe(b.uses, None if main else out),
                 schema=cards.schema(b.features(out), m.get("columns") if main else None),
             )
-            if main:
+            if head:
+                card.head = True
                 card.failures = int(m.get("failures", 0))
                 card.plots = [f"assets/{stage}/{p.name}" for p in b.plots() if f"/{p.name})" not in section]
                 card.section = section
@@ -394,8 +396,10 @@ def model_card(plan: RepoPlan, ctx: Context, evaluations: list[dict]) -> str:
     lora = json.loads((adapter / "adapter_config.json").read_text())
     lora_keys = ("peft_type", "task_type", "r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_dora")
     lora_shown = {k: lora[k] for k in lora_keys if k in lora}
-    args_path = adapter / "training_args.json"
-    dpo = json.loads(args_path.read_text()) if args_path.is_file() else (m.get("config") or {}).get("dpo")
+    # what the recipe set (the full DPOConfig, defaults included, is the repo's training_args.json when present)
+    dpo = (m.get("config") or {}).get("dpo")
+    if dpo is None and (adapter / "training_args.json").is_file():
+        dpo = json.loads((adapter / "training_args.json").read_text())
     dpo_yaml = cards.yaml.safe_dump(dpo, sort_keys=True, width=110).strip() if dpo else ""
     trained_on, datasets = [], []
     for name, info in (m.get("inputs") or {}).items():
@@ -434,6 +438,7 @@ def model_card(plan: RepoPlan, ctx: Context, evaluations: list[dict]) -> str:
         base_licence=cards.known_licence(base) if base else "",
         lora=cards.yaml.safe_dump(lora_shown, sort_keys=False, width=110).strip(),
         dpo_yaml=dpo_yaml,
+        full_config="training_args.json" if (adapter / "training_args.json").is_file() else "",
         trained_on=trained_on,
         training=cards.summary_tables(m.get("summary") or {}),
         evaluations=evaluations,
