@@ -223,7 +223,8 @@ class TransformersBackend:
             prompt = self.prompt_ids(r.message_dicts())
             options = [self.tokenizer.encode(o, add_special_tokens=False) for o in r.options]
             prefix = torch.tensor(prompt[:-1], device=self.device)[None]
-            out = self.model(input_ids=prefix, use_cache=True)
+            # the prefix only fills the KV cache: its logits (L x vocab, the lm_head over every position) are unused
+            out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
             cache = out.past_key_values
             k = len(options)
             longest = max(len(o) for o in options)
