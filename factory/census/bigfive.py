@@ -16,6 +16,19 @@ import numpy as np
 from factory.resources import data_path
 
 TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")  # OCEAN, output order
+# the personality study's rubric bands: upper bound (exclusive) -> name
+BANDS = ((0.2, "Very low"), (0.4, "Low"), (0.6, "Medium"), (0.8, "High"), (float("inf"), "Very high"))
+
+
+def bands(vector) -> list[tuple[str, str, float]]:
+    """(Trait, band, value) per trait of an (O, C, E, A, N) vector, rounded to two decimals, as prompts show them."""
+    out = []
+    for t, v in zip(TRAITS, vector):
+        v = round(float(v), 2)
+        out.append((t.capitalize(), next(name for top, name in BANDS if v < top), v))
+    return out
+
+
 _FILE_KEYS = {
     "openness": "openness_score",
     "conscientiousness": "conscientiousness_score",

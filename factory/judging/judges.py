@@ -30,9 +30,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from factory.census.bigfive import TRAITS
 from factory.errors import DataError
 from factory.options import Options, operational
-from factory.stages.answers import TRAITS
 
 PROMPTS = ["judge/system.jinja", "judge/big_five.jinja"]
 Trait = Literal["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]

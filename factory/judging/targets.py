@@ -18,8 +18,8 @@ from typing import Literal
 
 import numpy as np
 
+from factory.census.bigfive import TRAITS, bands  # noqa: F401  (re-exported: the judging vocabulary)
 from factory.errors import DataError, did_you_mean
-from factory.stages.answers import BANDS, TRAITS
 from factory.stages.meta_personas import TARGET_PRESETS
 
 Similarity = Literal["exp_mse", "cosine", "neg_mae"]
@@ -70,15 +70,6 @@ def assign(traits: np.ndarray, spec: str | dict[str, list[float]]) -> tuple[list
     mat = np.array([vectors[k] for k in keys])
     nearest = np.argmin(((traits[:, None, :] - mat[None, :, :]) ** 2).sum(-1), axis=1) if len(traits) else []
     return [keys[int(i)] for i in nearest], vectors
-
-
-def bands(vector: Sequence[float]) -> list[tuple[str, str, float]]:
-    """(Trait, band, value) per trait, banded as the answers stage's open-question prompt does."""
-    out = []
-    for t, v in zip(TRAITS, vector):
-        v = round(float(v), 2)
-        out.append((t.capitalize(), next(name for top, name in BANDS if v < top), v))
-    return out
 
 
 def similarity(target: Sequence[float], scores: Sequence[float], kind: Similarity = "exp_mse", alpha: float = 5.0):

@@ -196,19 +196,13 @@ def _messages(options: Options, item: _Item, template: str) -> list[dict[str, st
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
-BANDS = ((0.2, "Very low"), (0.4, "Low"), (0.6, "Medium"), (0.8, "High"), (float("inf"), "Very high"))
-
-
 def _traits(person: dict) -> list[tuple[str, str, float]]:
     """A meta persona's Big Five as (trait, band, value), banded as in the personality study's rubric."""
+    from factory.census.bigfive import TRAITS, bands
+
     if not all(person.get(t) is not None for t in TRAITS):
         return []
-    out = []
-    for t in TRAITS:
-        v = round(float(person[t]), 2)
-        out.append((t.capitalize(), next(name for top, name in BANDS if v < top), v))
-    return out
+    return bands([person[t] for t in TRAITS])
 
 
 # --- the stage --------------------------------------------------------------------------------------------------

@@ -446,16 +446,6 @@ def plan(options: Options, inputs: dict, ctx: StageContext) -> list[dict]:
     return batches
 
 
-def _client(options: JudgeOptions, ctx: StageContext):
-    from factory import registry
-    from factory.llm import backend
-
-    raw = ctx.backends[options.backend]
-    config = registry.backend(raw["type"]).model_validate(raw)
-    cache = Path(ctx.workdir) / "requests.sqlite" if ctx.workdir else None
-    return backend.load(config, cache)
-
-
 def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     import pyarrow as pa
     from datasets import ClassLabel, Dataset, DatasetInfo, Features, Value
@@ -475,7 +465,9 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     failures: list[dict] = []
     judgements: list[dict] = []
     raking_rows: list[dict] = []
-    client = _client(options.judge, ctx) if options.judge is not None else None
+    from factory.llm.backend import for_stage
+
+    client = for_stage(ctx, options.judge.backend) if options.judge is not None else None
     judge = llm_judge(client, options.judge, names, ctx, metrics, failures) if client is not None else None
 
     def rng_for(person_id: str, round_: int) -> np.random.Generator:
