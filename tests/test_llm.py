@@ -94,6 +94,45 @@ def test_score_choices_matches_a_full_forward_pass(tiny_backend):
             assert score == pytest.approx(want, abs=1e-3)
 
 
+def _full_pass_score(backend, messages, option):
+    import torch
+
+    prompt = backend.prompt_ids(messages)
+    ids = backend.tokenizer.encode(option, add_special_tokens=False)
+    with torch.inference_mode():
+        lp = torch.log_softmax(backend.model(torch.tensor(prompt + ids)[None]).logits.float()[0], -1)
+    return sum(float(lp[len(prompt) - 1 + j, t]) for j, t in enumerate(ids))
+
+
+def test_batched_scoring_with_shared_prefixes_matches_full_passes(tiny_backend, monkeypatch):
+    """Three people, several questions each, as the answers stage asks them: one person's questions share the
+    persona prefix (run once, continued from copies of its KV cache); option sets that differ in more than the
+    last token, and a lone request, take the other paths. Every score equals a full pass on its own."""
+    from factory.llm import transformers_backend as tb
+
+    persona = "You are this person: " + " ".join(f"fact{i}" for i in range(40))
+    requests = []
+    for person in range(3):
+        system = {"role": "system", "content": f"{persona} number {person}."}
+        for q in range(3 if person != 1 else 1):
+            user = {"role": "user", "content": f"Question {q}: " + "why " * (3 * q + 1) + "?"}
+            letters = ["AB", "ABD", "BD"][q]  # the tiny tokenizer splits " C" in two: that set takes the other path
+            requests.append(ScoreRequest.chat([system, user], [f"Answer: {x}" for x in letters]))
+    requests.insert(2, ScoreRequest.chat([{"role": "user", "content": "odd one"}], ["A", "Yes, no", "B C D"]))
+    requests.insert(5, ScoreRequest.chat([{"role": "user", "content": "odd two"}], ["Answer: A", "Answer: C"]))
+    groups = []
+    original = tb._prefix_groups
+    monkeypatch.setattr(tb, "_prefix_groups", lambda plans, size: groups.append(original(plans, size)) or groups[-1])
+    got = tiny_backend.score_choices(requests)
+    assert [len(g) for g in groups[0]] == [3, 1, 3]  # person 0, person 1 (one question), person 2
+    for r, res in zip(requests, got):
+        want = [_full_pass_score(tiny_backend, r.message_dicts(), o) for o in r.options]
+        assert res.logprobs == pytest.approx(want, abs=1e-3)
+    alone = [tiny_backend.score_choices([r])[0].logprobs for r in requests]
+    for res, one in zip(got, alone):
+        assert res.logprobs == pytest.approx(one, abs=1e-4)
+
+
 def test_cache_answers_repeats_without_calling_the_model(tiny_backend, tmp_path):
     client = CachedBackend(tiny_backend, RequestCache(tmp_path / "c.sqlite"))
     reqs = [chat(f"q{i}", max_tokens=6, seed=i) for i in range(4)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -216,33 +217,136 @@ class TransformersBackend:
     # --- scoring -------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def score_choices(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        """One forward pass over the prompt, then all options at once on copies of its KV cache."""
-        results = []
-        for r in requests:
+        """The log-probability of each option after its prompt.
+
+        Most option sets differ only in their last token ("Answer: A", "Answer: B", ...): then one pass over the
+        prompt and the options' shared tokens gives every option's score from the last position's logits. Those
+        requests are batched (left padded), and consecutive requests that share a long token prefix (one
+        person's persona asked several questions) run that prefix once and continue from copies of its KV
+        cache. Other option sets get one pass over the prompt, then all options at once on copies of its cache.
+        """
+        results: list[ScoreResult | None] = [None] * len(requests)
+        plans: list[_ScorePlan] = []
+        for i, r in enumerate(requests):
             started = time.perf_counter()
             prompt = self.prompt_ids(r.message_dicts())
             options = [self.tokenizer.encode(o, add_special_tokens=False) for o in r.options]
-            prefix = torch.tensor(prompt[:-1], device=self.device)[None]
-            # the prefix only fills the KV cache: its logits (L x vocab, the lm_head over every position) are unused
-            out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
-            k = len(options)
-            longest = max(len(o) for o in options)
-            pad = self.tokenizer.pad_token_id
-            cont = torch.full((k, 1 + longest), pad, dtype=torch.long, device=self.device)
-            for i, o in enumerate(options):  # right padding: the prompt's last token, then the option
-                cont[i, 0] = prompt[-1]
-                cont[i, 1 : 1 + len(o)] = torch.tensor(o)
-            cache.batch_repeat_interleave(k)
-            attn = torch.ones((k, len(prompt) - 1 + 1 + longest), dtype=torch.long, device=self.device)
-            positions = torch.arange(len(prompt) - 1, len(prompt) + longest, device=self.device)[None].expand(k, -1)
-            logits = self.model(
-                input_ids=cont, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True
-            ).logits.float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            scores = []
-            for i, o in enumerate(options):
-                targets = torch.tensor(o, device=self.device)
-                scores.append(float(logprobs[i, torch.arange(len(o)), targets].sum()))
-            results.append(ScoreResult(scores, [len(o) for o in options], time.perf_counter() - started))
-        return results
+            shared = _common_prefix(options)
+            if all(len(o) == len(shared) + 1 for o in options):
+                plans.append(_ScorePlan(i, prompt + shared, len(prompt), [o[-1] for o in options]))
+            else:
+                results[i] = self._score_options(prompt, options, started)
+        for group in _prefix_groups(plans, self.batch_size):
+            for plan, result in zip(group, self._score_last_tokens(group)):
+                results[plan.index] = result
+        return results  # type: ignore[return-value]
+
+    def _score_last_tokens(self, group: list[_ScorePlan]) -> list[ScoreResult]:
+        """One forward pass for a group; each row needs the logits of its tokens after the prompt, and the last."""
+        started = time.perf_counter()
+        shared = len(_common_prefix([p.seq for p in group])) if len(group) > 1 else 0
+        shared = min([shared, *(p.prompt_len - 1 for p in group)])  # every row keeps the positions it scores
+        cache = None
+        if shared >= _MIN_SHARED_PREFIX:
+            prefix = torch.tensor(group[0].seq[:shared], device=self.device)[None]
+            cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+            cache.batch_repeat_interleave(len(group))
+        else:
+            shared = 0
+        tails = [p.seq[shared:] for p in group]
+        width = max(len(t) for t in tails)
+        ids = torch.full((len(group), width), self.tokenizer.pad_token_id, dtype=torch.long, device=self.device)
+        mask = torch.zeros((len(group), shared + width), dtype=torch.long, device=self.device)
+        mask[:, :shared] = 1
+        for row, tail in enumerate(tails):  # left padding: every row's last token is in the last column
+            ids[row, width - len(tail) :] = torch.tensor(tail)
+            mask[row, shared + width - len(tail) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        keep = max(len(p.seq) - p.prompt_len + 1 for p in group)
+        logits = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, logits_to_keep=keep
+        ).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        seconds = (time.perf_counter() - started) / len(group)
+        out = []
+        for row, p in enumerate(group):
+            after = p.seq[p.prompt_len :]  # the options' shared tokens
+            first = keep - len(after) - 1  # the column whose logits predict the first of them
+            shared_lp = sum(float(logprobs[row, first + j, t]) for j, t in enumerate(after))
+            last = logprobs[row, -1, p.last_tokens]
+            out.append(
+                ScoreResult(
+                    [shared_lp + float(v) for v in last],
+                    [len(after) + 1] * len(p.last_tokens),
+                    seconds,
+                )
+            )
+        return out
+
+    def _score_options(self, prompt: list[int], options: list[list[int]], started: float) -> ScoreResult:
+        """One pass over the prompt, then all options at once on copies of its KV cache."""
+        prefix = torch.tensor(prompt[:-1], device=self.device)[None]
+        # the prefix only fills the KV cache: its logits (L x vocab, the lm_head over every position) are unused
+        cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+        k = len(options)
+        longest = max(len(o) for o in options)
+        cont = torch.full((k, 1 + longest), self.tokenizer.pad_token_id, dtype=torch.long, device=self.device)
+        for i, o in enumerate(options):  # right padding: the prompt's last token, then the option
+            cont[i, 0] = prompt[-1]
+            cont[i, 1 : 1 + len(o)] = torch.tensor(o)
+        cache.batch_repeat_interleave(k)
+        attn = torch.ones((k, len(prompt) - 1 + 1 + longest), dtype=torch.long, device=self.device)
+        positions = torch.arange(len(prompt) - 1, len(prompt) + longest, device=self.device)[None].expand(k, -1)
+        logits = self.model(
+            input_ids=cont, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True
+        ).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        scores = []
+        for i, o in enumerate(options):
+            targets = torch.tensor(o, device=self.device)
+            scores.append(float(logprobs[i, torch.arange(len(o)), targets].sum()))
+        return ScoreResult(scores, [len(o) for o in options], time.perf_counter() - started)
+
+
+# Below this many shared tokens a group runs as one left-padded batch with no prefix cache.
+_MIN_SHARED_PREFIX = 32
+
+
+@dataclass
+class _ScorePlan:
+    index: int  # the request's position
+    seq: list[int]  # the prompt, then the tokens every option starts with
+    prompt_len: int
+    last_tokens: list[int]  # each option's one remaining token
+
+
+def _common_prefix(seqs: list[list[int]]) -> list[int]:
+    first = seqs[0]
+    n = len(first)
+    for s in seqs[1:]:
+        n = min(n, len(s))
+        for j in range(n):
+            if s[j] != first[j]:
+                n = j
+                break
+    return first[:n]
+
+
+def _prefix_groups(plans: list[_ScorePlan], size: int) -> list[list[_ScorePlan]]:
+    """Consecutive plans, at most `size` a group. A plan joins the group unless that would shorten the prefix the
+    group shares (the next person's persona after one person's questions), or, when the group is a single plan,
+    unless it shares more with the plan after it; then it starts a new group."""
+    groups: list[list[_ScorePlan]] = []
+    shared = 0  # the current group's common prefix length
+    for i, plan in enumerate(plans):
+        group = groups[-1] if groups else []
+        if group and len(group) < size:
+            with_plan = len(_common_prefix([group[0].seq, plan.seq]))
+            ahead = len(_common_prefix([plan.seq, plans[i + 1].seq])) if i + 1 < len(plans) else 0
+            joins = with_plan >= shared if len(group) > 1 else with_plan >= ahead
+            if joins:
+                shared = shared if len(group) > 1 else with_plan
+                group.append(plan)
+                continue
+        groups.append([plan])
+    return groups
