@@ -173,6 +173,43 @@ def ls() -> None:
 
 
 @main.group()
+def review() -> None:
+    """Human review of preference pairs in Argilla (needs the `review` extra, ARGILLA_API_URL and ARGILLA_API_KEY)."""
+
+
+@review.command(name="export")
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--stage", help="the review stage (default: the recipe's only stage that uses 'review')")
+@RUNS_DIR
+def review_export(recipe: Path, overrides: tuple[str, ...], stage: str | None, runs_dir: Path) -> None:
+    """Log the review stage's (built) input pairs to its Argilla dataset; a re-export updates the same records."""
+    from factory.recipe import load_recipe
+    from factory.report import out
+    from factory.review.commands import describe_export, export_recipe
+
+    for line in describe_export(export_recipe(load_recipe(recipe, overrides), runs_dir, stage)):
+        out.print(line, soft_wrap=True)
+
+
+@review.command(name="import")
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--stage", help="the review stage (default: the recipe's only stage that uses 'review')")
+@RUNS_DIR
+def review_import(recipe: Path, overrides: tuple[str, ...], stage: str | None, runs_dir: Path) -> None:
+    """Write the submitted Argilla responses to the decisions file and build the review stage from them."""
+    from factory.recipe import load_recipe
+    from factory.report import out
+    from factory.review.commands import describe_import, import_recipe
+
+    result = import_recipe(load_recipe(recipe, overrides), runs_dir, stage)
+    shown = result.path.relative_to(Path.cwd()) if result.path.is_relative_to(Path.cwd()) else result.path
+    for line in describe_import(result, shown):
+        out.print(line, soft_wrap=True)
+
+
+@main.group()
 def census() -> None:
     """Census data: fetch more ACS vintages."""
 

@@ -4,7 +4,7 @@ fingerprint = sha256 of the canonical JSON of
     stage name, `uses`, stage VERSION,
     options minus operational fields (batch sizes, concurrency, URLs, devices),
     the semantic config of the backends the stage names,
-    sha256 of every referenced file (prompts, data),
+    sha256 of every referenced file (prompts, data; null for an optional file not written yet),
     the fingerprints of its inputs (for a hub:// input: its repo, revision and config),
     the stage's derived seed.
 Two builds with the same fingerprint must produce the same rows, so anything else that changes output must bump
@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from factory.options import data_files, semantic_dump
+from factory.options import DataFile, OptionalDataFile, data_files, semantic_dump
 
 _FILE_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -78,7 +78,7 @@ def stage_payload(recipe: Any, name: str, upstream: dict[str, str]) -> dict[str,
         "options": semantic_dump(entry.options),
         "backends": {b: semantic_dump(recipe.backends[b]) for b in referenced_backends(entry.options)},
         "files": {
-            **{str(f): sha256_path(f.resolved) for f in data_files(entry.options)},
+            **{str(f): _file_hash(f) for f in data_files(entry.options)},
             **{
                 f"builtin:{p.parent.name}/{p.name}": sha256_path(p)
                 for p in (entry.spec.files(entry.options) if entry.spec.files else [])
@@ -87,6 +87,12 @@ def stage_payload(recipe: Any, name: str, upstream: dict[str, str]) -> dict[str,
         "inputs": {i: _input_fingerprint(entry, i, upstream) for i in entry.inputs},
         "seed": recipe.stage_seed(name),
     }
+
+
+def _file_hash(f: DataFile) -> str | None:
+    if isinstance(f, OptionalDataFile) and not f.resolved.is_file():
+        return None  # not written yet (review decisions before the first import)
+    return sha256_path(f.resolved)
 
 
 def _input_fingerprint(entry: Any, name: str, upstream: dict[str, str]) -> str:

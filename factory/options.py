@@ -2,7 +2,8 @@
 
 Every knob is a pydantic field with a default and help text. A field declared with `operational(...)` (batch
 sizes, concurrency, URLs, devices) tunes *how* a stage runs, not *what* it produces, so it is left out of the
-stage fingerprint. A `DataFile` field is a path that must exist; its bytes are hashed into the fingerprint.
+stage fingerprint. A `DataFile` field is a path that must exist; its bytes are hashed into the fingerprint (an
+`OptionalDataFile` may be absent, which fingerprints as absent).
 """
 
 from __future__ import annotations
@@ -72,11 +73,30 @@ class DataFile(str):
     def _validate(cls, value: Any, info: ValidationInfo) -> DataFile:
         if isinstance(value, cls):
             return value
-        base = Path((info.context or {}).get("base_dir", "."))
-        path = Path(value).expanduser()
-        resolved = (path if path.is_absolute() else base / path).resolve()
+        resolved = _resolve(value, info)
         if not cls._exists(resolved):
             raise ValueError(f"{cls._what} not found: {value}")
+        return cls(value, resolved)
+
+
+def _resolve(value: str, info: ValidationInfo) -> Path:
+    base = Path((info.context or {}).get("base_dir", "."))
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+class OptionalDataFile(DataFile):
+    """A data file that another command writes and that may not exist yet (the review decisions `factory review
+    import` writes). Its bytes enter the fingerprint once it exists; before that it fingerprints as absent, so
+    writing (or rewriting) it gives the stage a new fingerprint, and the same bytes give the same one."""
+
+    @classmethod
+    def _validate(cls, value: Any, info: ValidationInfo) -> DataFile:
+        if isinstance(value, cls):
+            return value
+        resolved = _resolve(value, info)
+        if resolved.is_dir():
+            raise ValueError(f"expected a file, found a folder: {value}")
         return cls(value, resolved)
 
 

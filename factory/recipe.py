@@ -241,7 +241,8 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
             spec = registry.stage(uses)
         except registry.UnknownName as exc:
             raise RecipeError(f"{spath}.uses", str(exc)) from None
-        options = _validated(spec.options, raw, spath, {"base_dir": str(base_dir)})
+        context = {"base_dir": str(base_dir), "recipe": top.name, "stage": str(sname)}  # for defaults named after them
+        options = _validated(spec.options, raw, spath, context)
         for field_path, backend_name in backend_fields(options):
             if backend_name not in backends:
                 hint = did_you_mean(backend_name, backends) if backends else " (the recipe declares no backends)"

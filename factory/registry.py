@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "train_dpo": "factory.stages.train_dpo",
     "preferences": "factory.stages.preferences",
     "trait_control": "factory.stages.trait_control",
+    "review": "factory.stages.review",
 }
 
 BACKENDS: dict[str, str] = {

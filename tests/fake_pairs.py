@@ -45,3 +45,52 @@ def run(options: Options, inputs: dict, ctx):
 
 
 stage = SimpleNamespace(Options=Options, run=run, VERSION=1, INPUTS=(0, 0), __doc__="fake preference pairs")
+
+
+class JudgedOptions(StageOptions):
+    n: int = Field(4, ge=1)
+
+
+def judged_run(options: JudgedOptions, inputs: dict, ctx):
+    """Pairs with every column (and the exact features) the `preferences` stage writes under its judge rule."""
+    from factory.stages.preferences import features
+
+    targets = {"diplomat": [0.9, 0.5, 0.45, 0.9, 0.6], "analyst": [0.85, 0.8, 0.3, 0.25, 0.35]}
+    rows = []
+    for i in range(options.n):
+        topic = TOPICS[i % len(TOPICS)]
+        target = list(targets)[i % 2]
+        rows.append(
+            {
+                "prompt": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": f"How do you feel about {topic} ({i})?"},
+                ],
+                "chosen": [{"role": "assistant", "content": f"{topic.capitalize()} matters to me; I weigh it ({i})."}],
+                "rejected": [{"role": "assistant", "content": f"Whatever about {topic} ({i})."}],
+                "target": target,
+                "target_vector": targets[target],
+                "chosen_score": 0.9 - 0.01 * i,
+                "rejected_score": 0.3,
+                "margin": 0.6 - 0.01 * i,
+                "chosen_vector": targets[target],
+                "rejected_vector": [0.5, 0.5, 0.5, 0.5, 0.5],
+                "question_id": f"q{i:03d}",
+                "rule": "judge",
+                "judge": "fake-org/fake-judge",
+                "chosen_person_id": f"p{i:03d}",
+                "rejected_person_id": f"b{i:03d}",
+                "rejected_style": "base" if i % 2 else "meta",
+                "state": ["Wyoming", "Texas"][i % 2],
+                "age_band": ["25-34", "65+"][i % 2],
+                "split": "test" if i == options.n - 1 else "train",
+            }
+        )
+    from datasets import Dataset
+
+    return Dataset.from_list(rows, features=features())
+
+
+judged = SimpleNamespace(
+    Options=JudgedOptions, run=judged_run, VERSION=1, INPUTS=(0, 0), __doc__="fake judged preference pairs"
+)

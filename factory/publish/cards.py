@@ -29,6 +29,7 @@ TASKS: dict[str, list[str]] = {
     "preferences": ["text-generation"],
     "train_dpo": ["text-generation"],
     "trait_control": ["text-generation", "text-classification"],
+    "review": ["text-generation"],
 }
 TAGS: dict[str, list[str]] = {
     "meta_personas": ["census", "acs", "demographics"],
@@ -40,6 +41,7 @@ TAGS: dict[str, list[str]] = {
     "preferences": ["dpo", "preference"],
     "train_dpo": ["dpo"],
     "trait_control": ["personality", "evaluation"],
+    "review": ["dpo", "preference", "human-feedback"],
 }
 # where the data a stage reads ships from, and on what terms (factory/data/README.md has the full list)
 SOURCES: dict[str, str] = {
@@ -70,6 +72,7 @@ SECTION_TITLES = {
     "preferences": "Preference pairs",
     "train_dpo": "Training",
     "trait_control": "Trait control",
+    "review": "Human review",
 }
 TABLE_TITLES = {
     "per_table": "Fidelity per census table (worst and mean TVD over geographies)",
@@ -79,6 +82,7 @@ TABLE_TITLES = {
     "targets": "Trait control per target",
     "by_style": "Answers by style and mode",
     "pairs_by_target": "Pairs by target and split",
+    "reviewers": "Responses per reviewer",
 }
 MAX_ROWS, MAX_COLUMNS = 60, 14
 _PARAGRAPHS = ("Extra", "Plots", "Example", "Artifacts", "Failures", "Summary", "Output", "Inputs", "Input")
