@@ -4,9 +4,11 @@
     .venv/bin/python bench/answer_modes.py [--persons 8] [--questions 6] [--samples 20] [--tiny]
 
 Each mode is one `answers` stage built by the runner (rendering, request cache, parsing, checkpointing included)
-on the embedded SmolLM2-135M-Instruct (or a tiny random model with --tiny). Prints seconds per answer, tokens out
-per answer, the invalid share, and for agreement the mean total variation between each person's `logprob`
-distribution and their `fast` sample distribution, plus the same for the population shares per question.
+on the embedded SmolLM2-135M-Instruct (or a tiny random model with --tiny). Prints seconds per answer and per
+person x question (what one distribution costs: `logprob` gives it in one answer, `fast_many` from --samples
+answers), tokens out per answer, the invalid share, and for agreement the mean total variation between each
+person's `logprob` distribution and their `fast` sample distribution, plus the same for the population shares per
+question.
 """
 
 from __future__ import annotations
@@ -73,15 +75,17 @@ stages:
             df = datasets.load_from_disk(str(store.data_dir)).to_pandas()
             df = df[df["mode"] != "free_text"]
             frames[mode] = df
+            pairs = df.groupby(["person_id", "question_id"]).ngroups  # one distribution each (or 1 sample)
             rows.append([mode, len(df), f"{seconds:.1f}", f"{1000 * seconds / len(df):.0f}",
-                         f"{df['completion_tokens'].mean():.1f}", f"{1 - df['valid'].mean():.1%}"])  # fmt: skip
+                         f"{1000 * seconds / pairs:.0f}", f"{df['completion_tokens'].mean():.1f}",
+                         f"{1 - df['valid'].mean():.1%}"])  # fmt: skip
         base = float(rows[1][3])
         for r in rows:
             r.append(f"{base / float(r[3]):.1f}x")
         print_table(
             f"Answer cost by mode ({args.persons} persons x {args.questions + 3} questions, "
             f"{'tiny model' if args.tiny else 'embedded SmolLM2-135M'}, CPU)",
-            ["mode", "answers", "stage s", "ms/answer", "tokens out", "invalid", "vs fast"],
+            ["mode", "answers", "stage s", "ms/answer", "ms/person x question", "tokens out", "invalid", "vs fast"],
             rows,
         )
         # agreement: each person's logprob distribution vs the empirical distribution of their fast samples
