@@ -190,8 +190,12 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
             }
         )
 
+    # Every style's request for every person goes to the backend in one call (with the reflective style's first
+    # turn), so its batches are full rather than one style's few people at a time.
+    jobs: list[tuple[Any, Any, Any]] = []  # (request, parser, what to do with the validated answer)
+    facts = [style_defs.facts(p, names) for p in people]
+    reflective = None
     for style in options.styles:
-        facts = [style_defs.facts(p, names) for p in people]
         if style in ("objective_table", "subjective_table") or (
             style in options.templates and options.templates[style].schema_file
         ):
@@ -206,16 +210,13 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                 else options.templates[style].template.resolved
             )
             max_tokens = options.templates[style].max_tokens if style in options.templates else None
-            reqs = [
-                GenerationRequest.chat(
+            for p, f in zip(people, facts):
+                req = GenerationRequest.chat(
                     [{"role": "system", "content": system}, {"role": "user", "content": render(path, facts=f)}],
                     sampling(seed(p, style), max_tokens),
                     Constraint.schema(schema),
                 )
-                for p, f in zip(people, facts)
-            ]
-            for p, v in zip(people, generate_validated(client, reqs, json_parser(schema), options.max_retries)):
-                record(style, p, v, True)
+                jobs.append((req, json_parser(schema), lambda v, p=p, style=style: record(style, p, v, True)))
         elif style == "descriptive" or style in options.templates:
             path = (
                 builtin("personas/descriptive.jinja")
@@ -223,20 +224,21 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                 else options.templates[style].template.resolved
             )
             max_tokens = options.templates[style].max_tokens if style in options.templates else None
-            reqs = [
-                GenerationRequest.chat(
-                    [
-                        {"role": "system", "content": system},
-                        {"role": "user", "content": render(path, facts=f, max_words=options.descriptive_words)},
-                    ],
+            for p, f in zip(people, facts):
+                user = render(path, facts=f, max_words=options.descriptive_words)
+                req = GenerationRequest.chat(
+                    [{"role": "system", "content": system}, {"role": "user", "content": user}],
                     sampling(seed(p, style), max_tokens),
                 )
-                for p, f in zip(people, facts)
-            ]
-            for p, v in zip(people, generate_validated(client, reqs, text_parser(20), options.max_retries)):
-                record(style, p, v, False)
+                jobs.append((req, text_parser(20), lambda v, p=p, style=style: record(style, p, v, False)))
         else:  # reflective: turns in one growing conversation per person, then the profile
-            _reflective(options, people, facts, client, system, seed, sampling, record, failures, metrics)
+            reflective = _Reflective(options, people, facts, system, seed, sampling, record, failures, metrics)
+            jobs += reflective.turn_jobs(1)
+    while jobs:
+        done = generate_validated(client, [j[0] for j in jobs], [j[1] for j in jobs], options.max_retries)
+        for (_, _, then), v in zip(jobs, done):
+            then(v)
+        jobs = reflective.next_jobs() if reflective is not None else []
     metrics["backend_calls"] = float(client.calls)
     metrics["requests_cached"] = float(client.cache.hits if client.cache else 0)
     if client.cache is not None:  # one SQLite connection per batch: close it rather than leave it to the GC
@@ -280,51 +282,75 @@ def _dataset(rows: list[dict], features):
     return Dataset.from_list(rows, features=features)
 
 
-def _reflective(options, people, facts, client, system, seed, sampling, record, failures, metrics) -> None:
-    from factory.llm.structured import generate_validated, json_parser, text_parser
-    from factory.llm.types import Constraint, GenerationRequest
-    from factory.prompts import builtin, render
+class _Reflective:
+    """The reflective style, one round at a time: `reflection_turns` turns of one growing conversation per person
+    (a failed reply ends that person's conversation, kept in failures), then the JSON profile."""
 
-    turn_path, final_path = builtin("personas/reflective_turn.jinja"), builtin("personas/reflective_final.jinja")
-    history = [[{"role": "system", "content": system}] for _ in people]
-    alive = list(range(len(people)))
-    turn_tokens = min(options.max_tokens, 160)
-    for turn in range(1, options.reflection_turns + 1):
-        reqs = []
-        for i in alive:
-            history[i].append({"role": "user", "content": render(turn_path, facts=facts[i], turn=turn)})
-            reqs.append(GenerationRequest.chat(history[i], sampling(seed(people[i], "reflective", turn), turn_tokens)))
-        answers = generate_validated(client, reqs, text_parser(10), options.max_retries)
-        still = []
-        for i, v in zip(alive, answers):
-            metrics["tokens_in.reflective"] = metrics.get("tokens_in.reflective", 0) + v.tokens_in
-            metrics["tokens_out.reflective"] = metrics.get("tokens_out.reflective", 0) + v.tokens_out
-            if v.ok:  # failed replies never enter the conversation
-                history[i].append({"role": "assistant", "content": v.value})
-                still.append(i)
-            else:
-                metrics["invalid.reflective"] = metrics.get("invalid.reflective", 0) + 1
-                failures.append(
-                    {
-                        "reason": f"reflection turn {turn}: {v.reason}",
-                        "person_id": people[i]["person_id"],
-                        "style": "reflective",
-                        "raw": v.result.text,
-                        "attempts": v.attempts,
-                    }
-                )
-        alive = still
-    schema = style_defs.reflective_schema()
-    reqs = [
-        GenerationRequest.chat(
-            history[i] + [{"role": "user", "content": render(final_path, facts=facts[i])}],
-            sampling(seed(people[i], "reflective", "profile")),
-            Constraint.schema(schema),
+    def __init__(self, options, people, facts, system, seed, sampling, record, failures, metrics):
+        self.options, self.people, self.facts = options, people, facts
+        self.seed, self.sampling, self.record, self.failures, self.metrics = seed, sampling, record, failures, metrics
+        self.history = [[{"role": "system", "content": system}] for _ in people]
+        self.alive = list(range(len(people)))
+        self.turn = 0
+        self.still: list[int] = []
+
+    def turn_jobs(self, turn: int) -> list[tuple]:
+        from factory.llm.structured import text_parser
+        from factory.llm.types import GenerationRequest
+        from factory.prompts import builtin, render
+
+        self.turn, self.still = turn, []
+        path, tokens = builtin("personas/reflective_turn.jinja"), min(self.options.max_tokens, 160)
+        jobs = []
+        for i in self.alive:
+            self.history[i].append({"role": "user", "content": render(path, facts=self.facts[i], turn=turn)})
+            req = GenerationRequest.chat(
+                self.history[i], self.sampling(self.seed(self.people[i], "reflective", turn), tokens)
+            )
+            jobs.append((req, text_parser(10), lambda v, i=i: self._replied(i, v)))
+        return jobs
+
+    def _replied(self, i: int, v) -> None:
+        m = self.metrics
+        m["tokens_in.reflective"] = m.get("tokens_in.reflective", 0) + v.tokens_in
+        m["tokens_out.reflective"] = m.get("tokens_out.reflective", 0) + v.tokens_out
+        if v.ok:  # failed replies never enter the conversation
+            self.history[i].append({"role": "assistant", "content": v.value})
+            self.still.append(i)
+            return
+        m["invalid.reflective"] = m.get("invalid.reflective", 0) + 1
+        self.failures.append(
+            {
+                "reason": f"reflection turn {self.turn}: {v.reason}",
+                "person_id": self.people[i]["person_id"],
+                "style": "reflective",
+                "raw": v.result.text,
+                "attempts": v.attempts,
+            }
         )
-        for i in alive
-    ]
-    for i, v in zip(alive, generate_validated(client, reqs, json_parser(schema), options.max_retries)):
-        record("reflective", people[i], v, True)
+
+    def next_jobs(self) -> list[tuple]:
+        """The next turn's requests, then the profile's, then none."""
+        from factory.llm.structured import json_parser
+        from factory.llm.types import Constraint, GenerationRequest
+        from factory.prompts import builtin, render
+
+        if self.turn == 0:  # the profile is done
+            return []
+        self.alive = self.still
+        if self.turn < self.options.reflection_turns:
+            return self.turn_jobs(self.turn + 1)
+        self.turn = 0
+        schema, path = style_defs.reflective_schema(), builtin("personas/reflective_final.jinja")
+        jobs = []
+        for i in self.alive:
+            req = GenerationRequest.chat(
+                self.history[i] + [{"role": "user", "content": render(path, facts=self.facts[i])}],
+                self.sampling(self.seed(self.people[i], "reflective", "profile")),
+                Constraint.schema(schema),
+            )
+            jobs.append((req, json_parser(schema), lambda v, p=self.people[i]: self.record("reflective", p, v, True)))
+        return jobs
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:
