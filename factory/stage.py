@@ -84,6 +84,16 @@ class StageContext:
         return np.random.default_rng(self.derive_seed(*key))
 
 
+def rows_dataset(rows: list[dict], features: Any) -> Any:
+    """A `Dataset` of these rows with the declared columns (in their order; keys outside them are left out), also
+    when there are no rows: an empty table keeps its schema."""
+    from datasets import Dataset
+
+    if not rows:
+        return Dataset.from_dict({k: [] for k in features}, features=features)
+    return Dataset.from_list([{k: r.get(k) for k in features} for r in rows], features=features)
+
+
 def derive_seed(seed: int, *key: Any) -> int:
     """A 63-bit seed from a parent seed and a key; stable across processes, platforms and Python versions."""
     text = "\x1f".join([str(seed), *map(str, key)])

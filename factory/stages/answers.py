@@ -45,7 +45,7 @@ from pydantic import Field
 
 from factory.errors import DataError
 from factory.options import StageOptions
-from factory.stage import StageContext, StageOutput
+from factory.stage import StageContext, StageOutput, rows_dataset
 
 VERSION = 1
 INPUTS = (2, 3)
@@ -471,12 +471,7 @@ def features():
 
 
 def _dataset(rows: list[dict]):
-    from datasets import Dataset
-
-    feats = features()
-    if not rows:
-        return Dataset.from_dict({k: [] for k in feats}, features=feats)
-    return Dataset.from_list(rows, features=feats)
+    return rows_dataset(rows, features())
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:

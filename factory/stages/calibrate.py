@@ -70,7 +70,7 @@ from pydantic import Field, field_validator, model_validator
 from factory.census.raking import RAKEABLE
 from factory.errors import DataError, did_you_mean
 from factory.options import DataDir, DataFile, Options, StageOptions
-from factory.stage import StageContext, StageOutput
+from factory.stage import StageContext, StageOutput, rows_dataset
 from factory.stages.meta_personas import BigFiveOptions
 
 log = logging.getLogger(__name__)
@@ -566,12 +566,7 @@ RAKING_COLUMNS = {
 
 
 def _dataset(rows: list[dict], columns: dict):
-    from datasets import Dataset
-
-    features = _features(columns)
-    if not rows:
-        return Dataset.from_dict({k: [] for k in features}, features=features)
-    return Dataset.from_list(rows, features=features)
+    return rows_dataset(rows, _features(columns))
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:

@@ -63,7 +63,7 @@ from pydantic import Field, field_validator
 from factory.errors import DataError, did_you_mean
 from factory.evaluate import metrics as M
 from factory.options import StageOptions
-from factory.stage import StageContext, StageOutput
+from factory.stage import StageContext, StageOutput, rows_dataset
 
 VERSION = 1
 INPUTS = (3, 3)
@@ -295,12 +295,12 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     state_rows, summary_rows = _elections(agg_rows, election_qs, results)
     style_rows = _styles(options, counts, summary_rows, oqa_rows)
 
-    extras = {"styles": _dataset(style_rows, _features("styles"))}
+    extras = {"styles": rows_dataset(style_rows, _features("styles"))}
     if election_qs:
-        extras["elections"] = _dataset(state_rows, _features("elections"))
-        extras["election_summary"] = _dataset(summary_rows, _features("election_summary"))
+        extras["elections"] = rows_dataset(state_rows, _features("elections"))
+        extras["election_summary"] = rows_dataset(summary_rows, _features("election_summary"))
     if any(q.get("human_distribution") is not None for q in questions.values()):
-        extras["opinionqa"] = _dataset(oqa_rows, _features("opinionqa"))
+        extras["opinionqa"] = rows_dataset(oqa_rows, _features("opinionqa"))
     agg_rows.sort(
         key=lambda r: (r["question_id"], r["style"], r["mode"], r["weighting"], r["geography"] != ALL, r["geography"])
     )
@@ -313,7 +313,7 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
         "opinionqa_rows": float(len(oqa_rows)),
         "opinionqa_null_alignment": float(sum(r["alignment"] is None for r in oqa_rows)),
     }
-    return StageOutput(_dataset(agg_rows, _features("aggregates")), metrics=metrics, extras=extras)
+    return StageOutput(rows_dataset(agg_rows, _features("aggregates")), metrics=metrics, extras=extras)
 
 
 def _opinionqa(q, options, vectors, ok, w, national, style, mode, groups, at, weighting) -> list[dict]:
@@ -478,14 +478,6 @@ def _features(name: str):
         "styles": {**run, "metric": s, "value": f},
     }
     return Features(tables[name])
-
-
-def _dataset(rows: list[dict], features):
-    from datasets import Dataset
-
-    if not rows:
-        return Dataset.from_dict({k: [] for k in features}, features=features)
-    return Dataset.from_list([{k: r[k] for k in features} for r in rows], features=features)
 
 
 def headline_weighting(options: Options) -> str:

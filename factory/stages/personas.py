@@ -35,7 +35,7 @@ from pydantic import Field, field_validator
 from factory.errors import DataError, did_you_mean
 from factory.options import DataFile, Options, StageOptions
 from factory.personas import styles as style_defs
-from factory.stage import StageContext, StageOutput
+from factory.stage import StageContext, StageOutput, rows_dataset
 
 VERSION = 1
 INPUTS = (1, 1)
@@ -270,16 +270,8 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
         }
     )
     return StageOutput(
-        _dataset(rows, features), failures, metrics, extras={"drift": _dataset(drift_rows, drift_features)}
+        rows_dataset(rows, features), failures, metrics, extras={"drift": rows_dataset(drift_rows, drift_features)}
     )
-
-
-def _dataset(rows: list[dict], features):
-    from datasets import Dataset
-
-    if not rows:  # every answer failed: an empty table with the declared columns
-        return Dataset.from_dict({k: [] for k in features}, features=features)
-    return Dataset.from_list(rows, features=features)
 
 
 class _Reflective:

@@ -65,7 +65,7 @@ from factory.evaluate.metrics import GROUP_ATTRIBUTES
 from factory.judging.judges import JudgeOptions
 from factory.judging.targets import PERSONA, check_vector
 from factory.options import StageOptions
-from factory.stage import StageContext, StageOutput
+from factory.stage import StageContext, StageOutput, rows_dataset
 
 VERSION = 1
 INPUTS = (3, 3)
@@ -334,7 +334,8 @@ def judge_rule(
         )  # fmt: skip
     metrics["judged"] = float(len(rows))
     metrics["judge_failures"] = float(len(failures))
-    return _finish(options, out, dropped, failures, metrics, {"judgements": _dataset(judgements, judgement_features())})
+    extras = {"judgements": rows_dataset(judgements, judgement_features())}
+    return _finish(options, out, dropped, failures, metrics, extras)
 
 
 def trait_prompt(traits: list, question: str) -> list[dict[str, str]]:
@@ -418,8 +419,8 @@ def _finish(options: Options, pairs: list[dict], dropped: list[dict], failures: 
         d.setdefault("person_id", None)
         metrics[f"dropped.{d['reason']}"] = metrics.get(f"dropped.{d['reason']}", 0.0) + 1
     metrics["pairs"] = float(len(pairs))
-    extras = {**extras, "dropped": _dataset(dropped, dropped_features())}
-    return StageOutput(_dataset(pairs, features()), failures, metrics, extras)
+    extras = {**extras, "dropped": rows_dataset(dropped, dropped_features())}
+    return StageOutput(rows_dataset(pairs, features()), failures, metrics, extras)
 
 
 # --- schemas ----------------------------------------------------------------------------------------------------
@@ -484,14 +485,6 @@ def dropped_features():
             "margin": Value("float32"),
         }
     )
-
-
-def _dataset(rows: list[dict], feats):
-    from datasets import Dataset
-
-    if not rows:
-        return Dataset.from_dict({k: [] for k in feats}, features=feats)
-    return Dataset.from_list(rows, features=feats)
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:

@@ -50,7 +50,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from factory.errors import DataError, StageError
 from factory.options import OptionalDataFile, StageOptions, operational
-from factory.stage import StageContext, StageOutput
+from factory.stage import StageContext, StageOutput, rows_dataset
 
 VERSION = 1
 INPUTS = (1, 1)
@@ -164,10 +164,10 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     ]  # fmt: skip
     metrics = {"pairs": float(len(rows)), "responses": float(len(decisions or [])), "stale_responses": float(stale)}
     extras = {
-        "reviewers": _dataset(reviewer_rows, reviewer_features()),
-        "dropped": _dataset(dropped, dropped_features()),
+        "reviewers": rows_dataset(reviewer_rows, reviewer_features()),
+        "dropped": rows_dataset(dropped, dropped_features()),
     }
-    return StageOutput(_dataset(out, features(pairs.features)), [], metrics, extras)
+    return StageOutput(rows_dataset(out, features(pairs.features)), [], metrics, extras)
 
 
 def _verdict(votes: list[dict], min_submitted: int) -> tuple[str, list[dict], list[dict], list[dict]]:
@@ -223,14 +223,6 @@ def dropped_features():
             "reviewers": List(Value("string")),
         }
     )
-
-
-def _dataset(rows: list[dict], feats):
-    from datasets import Dataset
-
-    if not rows:
-        return Dataset.from_dict({k: [] for k in feats}, features=feats)
-    return Dataset.from_list(rows, features=feats)
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:

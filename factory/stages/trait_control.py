@@ -50,7 +50,7 @@ from factory.errors import DataError, did_you_mean
 from factory.judging.judges import JudgeOptions
 from factory.judging.targets import check_vector
 from factory.options import StageOptions, operational
-from factory.stage import StageContext, StageOutput
+from factory.stage import StageContext, StageOutput, rows_dataset
 
 VERSION = 1
 INPUTS = (2, 2)
@@ -261,7 +261,8 @@ def evaluate(
             rows.append({"target": a["target"], "question_id": a["question_id"], "sample": a["sample"],
                          "model": a["model"], "trait": t, "score": value, "target_score": goal,
                          "judge": judge.name})  # fmt: skip
-    return StageOutput(_dataset(rows, features()), failures, metrics, {"answers": _dataset(out, answer_features())})
+    extras = {"answers": rows_dataset(out, answer_features())}
+    return StageOutput(rows_dataset(rows, features()), failures, metrics, extras)
 
 
 # --- schemas ----------------------------------------------------------------------------------------------------
@@ -305,14 +306,6 @@ def answer_features():
             "judge": Value("string"),
         }
     )
-
-
-def _dataset(rows: list[dict], feats):
-    from datasets import Dataset
-
-    if not rows:
-        return Dataset.from_dict({k: [] for k in feats}, features=feats)
-    return Dataset.from_list(rows, features=feats)
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:
