@@ -257,6 +257,23 @@ def test_import_resolves_majorities_swaps_and_ties(recipe, stub, cli):
     assert all(is_conversational(row) for row in train)
 
 
+def test_pseudonymous_reviewers_keep_their_counts_but_not_their_names(recipe, stub, cli):
+    path, runs = recipe
+    assert cli("review", "export", path, "--runs-dir", runs).exit_code == 0
+    vote_scenario(stub, [pair_id(p) for p in pairs_of(path, runs)])
+    assert cli("review", "import", path, "--runs-dir", runs).exit_code == 0
+    named = reviewed_store(path, runs)
+    Runner(load_recipe(path, ["stages.reviewed.pseudonymous=true"]), runs_dir=runs, progress=False).build()
+    anonymous = reviewed_store(path, runs, "stages.reviewed.pseudonymous=true")
+    assert anonymous.fingerprint != named.fingerprint
+    reviewers = load_from_disk(str(anonymous.dir / "reviewers")).to_list()
+    rows = load_from_disk(str(anonymous.data_dir)).to_list() + reviewers
+    text = json.dumps(rows) + json.dumps(anonymous.manifest())
+    assert not any(name in text for name in ("alice", "bob", "carol"))
+    counts = sorted(r["responses"] for r in reviewers)
+    assert counts == [2, 3, 3] and all(r.startswith("reviewer-") for r in anonymous.manifest()["summary"]["reviewers"])
+
+
 def test_import_is_deterministic_and_new_responses_are_a_new_version(recipe, stub, cli):
     path, runs = recipe
     two = "stages.reviewed.min_submitted=2"

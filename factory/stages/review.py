@@ -77,6 +77,11 @@ class Options(StageOptions):
         "reviews/<recipe>-<stage>.jsonl; its bytes are part of the fingerprint",
     )
     keep_unreviewed: bool = Field(True, description="keep pairs nobody (or too few) reviewed, as 'unreviewed'")
+    pseudonymous: bool = Field(
+        False,
+        description="name reviewers 'reviewer-<hash of their user id>' in the output, its extras and the summary "
+        "(set it before publishing; the decisions file beside the recipe keeps the user names)",
+    )
     require_reviews: bool = Field(False, description="fail the build while no decisions file exists")
     timeout: float = operational(60.0, description="seconds per Argilla request (export / import)", gt=0)
     retries: int = operational(3, description="connection retries per Argilla request", ge=0, le=10)
@@ -108,6 +113,8 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
         )
     rows = pairs.to_list()
     ids = [R.pair_id(r) for r in rows]
+    if decisions and options.pseudonymous:
+        decisions = [{**d, "user": pseudonym(d)} for d in decisions]
     votes: dict[str, list[dict]] = {}
     for d in decisions or []:
         votes.setdefault(d["pair_id"], []).append(d)
@@ -168,6 +175,14 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
         "dropped": rows_dataset(dropped, dropped_features()),
     }
     return StageOutput(rows_dataset(out, features(pairs.features)), [], metrics, extras)
+
+
+def pseudonym(decision: dict) -> str:
+    """A stable name that does not say who reviewed: the first 8 hex digits of the sha256 of the user id."""
+    import hashlib
+
+    who = str(decision.get("user_id") or decision["user"])
+    return "reviewer-" + hashlib.sha256(who.encode()).hexdigest()[:8]
 
 
 def _verdict(votes: list[dict], min_submitted: int) -> tuple[str, list[dict], list[dict], list[dict]]:
