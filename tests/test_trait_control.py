@@ -195,3 +195,26 @@ stages:
         f"WARNING: the pairs were judged by {pairs['judge']} but this evaluation by {other['judge']}: scores from "
         "different judges are not comparable"
     ]
+
+
+def test_targets_are_found_through_a_review_stage(tmp_path):
+    """An adapter trained on reviewed pairs: trait control reads the reviewed rows (what was trained on) and the
+    judge of the preferences stage behind them."""
+    from datasets import Dataset
+
+    def stage(name: str, uses: str, inputs: dict, rows: list[dict] | None = None):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"uses": uses, "inputs": inputs, "summary": {"judge": name}}))
+        if rows is not None:
+            Dataset.from_list(rows).save_to_disk(str(folder / "data"))
+        return {"path": str(folder)}
+
+    row = {"target": "Diplomat", "target_vector": [0.9, 0.5, 0.45, 0.9, 0.6], "rule": "judge", "split": "train"}
+    pairs = stage("pairs", "preferences", {}, [row, {**row, "target": "Analyst"}])
+    reviewed = stage("reviewed", "review", {"pairs": pairs}, [{**row, "review_status": "agreed"}])
+    adapter = stage("adapter", "train_dpo", {"reviewed": reviewed})
+    data, manifest = trait_control.pairs_stage(adapter["path"])
+    assert data["review_status"] == ["agreed"] and manifest["summary"]["judge"] == "pairs"
+    found = trait_control.resolve_targets(trait_control.Options(judge={"backend": "b"}), adapter["path"])
+    assert list(found) == ["Diplomat"]

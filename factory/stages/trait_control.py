@@ -99,7 +99,8 @@ def _roles(inputs: dict, ctx: StageContext) -> tuple[str, Any]:
 
 
 def pairs_stage(train_dir: str | Path) -> tuple[Any, dict] | None:
-    """(pairs dataset, manifest) of the preferences stage the train_dpo stage read, found through its manifest."""
+    """(pairs dataset, manifest of the preferences stage) that the train_dpo stage read, found through its manifest;
+    when it trained on reviewed pairs (a `review` stage), their data and the preferences stage behind them."""
     from datasets import load_from_disk
 
     path = Path(train_dir) / "manifest.json"
@@ -111,6 +112,8 @@ def pairs_stage(train_dir: str | Path) -> tuple[Any, dict] | None:
             m = json.loads(manifest.read_text())
             if m.get("uses") == "preferences":
                 return load_from_disk(str(Path(entry["path"]) / "data")), m
+            if m.get("uses") == "review" and (judged := pairs_stage(entry["path"])) is not None:
+                return load_from_disk(str(Path(entry["path"]) / "data")), judged[1]
     return None
 
 
