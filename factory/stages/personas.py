@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +195,7 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     # turn), so its batches are full rather than one style's few people at a time.
     jobs: list[tuple[Any, Any, Any]] = []  # (request, parser, what to do with the validated answer)
     facts = [style_defs.facts(p, names) for p in people]
-    reflective = None
+    reflective: Any = iter(())  # the reflective style's later rounds
     for style in options.styles:
         if style in ("objective_table", "subjective_table") or (
             style in options.templates and options.templates[style].schema_file
@@ -232,13 +233,13 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                 )
                 jobs.append((req, text_parser(20), lambda v, p=p, style=style: record(style, p, v, False)))
         else:  # reflective: turns in one growing conversation per person, then the profile
-            reflective = _Reflective(options, people, facts, system, seed, sampling, record, failures, metrics)
-            jobs += reflective.turn_jobs(1)
+            reflective = _reflective(options, people, facts, system, seed, sampling, record, failures, metrics)
+            jobs += next(reflective)
     while jobs:
         done = generate_validated(client, [j[0] for j in jobs], [j[1] for j in jobs], options.max_retries)
         for (_, _, then), v in zip(jobs, done):
             then(v)
-        jobs = reflective.next_jobs() if reflective is not None else []
+        jobs = next(reflective, [])
     metrics["backend_calls"] = float(client.calls)
     metrics["requests_cached"] = float(client.cache.hits if client.cache else 0)
     if client.cache is not None:  # one SQLite connection per batch: close it rather than leave it to the GC
@@ -274,75 +275,55 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     )
 
 
-class _Reflective:
-    """The reflective style, one round at a time: `reflection_turns` turns of one growing conversation per person
-    (a failed reply ends that person's conversation, kept in failures), then the JSON profile."""
+def _reflective(options, people, facts, system, seed, sampling, record, failures, metrics) -> Iterator[list[tuple]]:
+    """The reflective style's rounds of (request, parser, then) jobs: `reflection_turns` turns of one growing
+    conversation per person, then the JSON profile. The caller runs each round before asking for the next; a failed
+    reply ends that person's conversation and is kept in failures."""
+    from factory.llm.structured import json_parser, text_parser
+    from factory.llm.types import Constraint, GenerationRequest
+    from factory.prompts import builtin, render
 
-    def __init__(self, options, people, facts, system, seed, sampling, record, failures, metrics):
-        self.options, self.people, self.facts = options, people, facts
-        self.seed, self.sampling, self.record, self.failures, self.metrics = seed, sampling, record, failures, metrics
-        self.history = [[{"role": "system", "content": system}] for _ in people]
-        self.alive = list(range(len(people)))
-        self.turn = 0
-        self.still: list[int] = []
+    history = [[{"role": "system", "content": system}] for _ in people]
+    alive = list(range(len(people)))
+    turn_path, tokens = builtin("personas/reflective_turn.jinja"), min(options.max_tokens, 160)
+    for turn in range(1, options.reflection_turns + 1):
+        still: list[int] = []
 
-    def turn_jobs(self, turn: int) -> list[tuple]:
-        from factory.llm.structured import text_parser
-        from factory.llm.types import GenerationRequest
-        from factory.prompts import builtin, render
-
-        self.turn, self.still = turn, []
-        path, tokens = builtin("personas/reflective_turn.jinja"), min(self.options.max_tokens, 160)
-        jobs = []
-        for i in self.alive:
-            self.history[i].append({"role": "user", "content": render(path, facts=self.facts[i], turn=turn)})
-            req = GenerationRequest.chat(
-                self.history[i], self.sampling(self.seed(self.people[i], "reflective", turn), tokens)
+        def replied(i: int, v, turn: int = turn, still: list[int] = still) -> None:
+            metrics["tokens_in.reflective"] = metrics.get("tokens_in.reflective", 0) + v.tokens_in
+            metrics["tokens_out.reflective"] = metrics.get("tokens_out.reflective", 0) + v.tokens_out
+            if v.ok:  # failed replies never enter the conversation
+                history[i].append({"role": "assistant", "content": v.value})
+                still.append(i)
+                return
+            metrics["invalid.reflective"] = metrics.get("invalid.reflective", 0) + 1
+            failures.append(
+                {
+                    "reason": f"reflection turn {turn}: {v.reason}",
+                    "person_id": people[i]["person_id"],
+                    "style": "reflective",
+                    "raw": v.result.text,
+                    "attempts": v.attempts,
+                }
             )
-            jobs.append((req, text_parser(10), lambda v, i=i: self._replied(i, v)))
-        return jobs
 
-    def _replied(self, i: int, v) -> None:
-        m = self.metrics
-        m["tokens_in.reflective"] = m.get("tokens_in.reflective", 0) + v.tokens_in
-        m["tokens_out.reflective"] = m.get("tokens_out.reflective", 0) + v.tokens_out
-        if v.ok:  # failed replies never enter the conversation
-            self.history[i].append({"role": "assistant", "content": v.value})
-            self.still.append(i)
-            return
-        m["invalid.reflective"] = m.get("invalid.reflective", 0) + 1
-        self.failures.append(
-            {
-                "reason": f"reflection turn {self.turn}: {v.reason}",
-                "person_id": self.people[i]["person_id"],
-                "style": "reflective",
-                "raw": v.result.text,
-                "attempts": v.attempts,
-            }
+        jobs = []
+        for i in alive:
+            history[i].append({"role": "user", "content": render(turn_path, facts=facts[i], turn=turn)})
+            req = GenerationRequest.chat(history[i], sampling(seed(people[i], "reflective", turn), tokens))
+            jobs.append((req, text_parser(10), lambda v, i=i: replied(i, v)))
+        yield jobs
+        alive = still
+    schema, final_path = style_defs.reflective_schema(), builtin("personas/reflective_final.jinja")
+    jobs = []
+    for i in alive:
+        req = GenerationRequest.chat(
+            history[i] + [{"role": "user", "content": render(final_path, facts=facts[i])}],
+            sampling(seed(people[i], "reflective", "profile")),
+            Constraint.schema(schema),
         )
-
-    def next_jobs(self) -> list[tuple]:
-        """The next turn's requests, then the profile's, then none."""
-        from factory.llm.structured import json_parser
-        from factory.llm.types import Constraint, GenerationRequest
-        from factory.prompts import builtin, render
-
-        if self.turn == 0:  # the profile is done
-            return []
-        self.alive = self.still
-        if self.turn < self.options.reflection_turns:
-            return self.turn_jobs(self.turn + 1)
-        self.turn = 0
-        schema, path = style_defs.reflective_schema(), builtin("personas/reflective_final.jinja")
-        jobs = []
-        for i in self.alive:
-            req = GenerationRequest.chat(
-                self.history[i] + [{"role": "user", "content": render(path, facts=self.facts[i])}],
-                self.sampling(self.seed(self.people[i], "reflective", "profile")),
-                Constraint.schema(schema),
-            )
-            jobs.append((req, json_parser(schema), lambda v, p=self.people[i]: self.record("reflective", p, v, True)))
-        return jobs
+        jobs.append((req, json_parser(schema), lambda v, p=people[i]: record("reflective", p, v, True)))
+    yield jobs
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:
