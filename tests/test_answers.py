@@ -186,7 +186,12 @@ class Scripted:
     def __init__(self, replies):
         self.replies = list(replies)
 
-    def generate(self, requests):
+    def generate(self, requests, follow=None):  # follow-ups (retries) in rounds, as remote backends run them
+        from factory.llm.backend import in_rounds
+
+        return in_rounds(self._answer, requests, follow)
+
+    def _answer(self, requests):
         return [GenerationResult(self.replies.pop(0), "stop", 10, 3) for _ in requests]
 
 

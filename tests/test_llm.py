@@ -72,6 +72,73 @@ def test_seeds_make_results_independent_of_batching(tiny_backend):
     assert other != a[0]
 
 
+def _mixed_requests() -> list[GenerationRequest]:
+    """Prompts and answer lengths that differ, sampled and greedy, some under a JSON schema."""
+    return [
+        GenerationRequest.chat(
+            [{"role": "user", "content": "hello " * (3 * i + 1)}],
+            Sampling(temperature=0.0 if i % 2 else 1.0, max_tokens=5 + 7 * i, seed=i),
+            Constraint.schema(SCHEMA) if i % 3 == 0 else None,
+        )
+        for i in range(11)
+    ]
+
+
+def _answers(results: list[GenerationResult]) -> list[tuple]:
+    return [(r.text, r.finish_reason, r.prompt_tokens, r.completion_tokens) for r in results]
+
+
+@pytest.mark.parametrize("slack", [256, 3])  # 3: the live window moves to the cache's front, and it grows
+def test_continuous_batching_gives_the_tokens_of_static_batches(tiny_backend, monkeypatch, slack):
+    from factory.llm import decode
+
+    assert tiny_backend.slots  # the tiny Llama is served by the slot decoder
+    monkeypatch.setattr(decode.Decoder, "slack", slack)
+    reqs = _mixed_requests()  # 11 requests through 3 slots: every slot is reused
+    static = _answers(tiny_backend._static(reqs))
+    assert _answers(tiny_backend.generate(reqs)) == static
+    assert [_answers(tiny_backend._static([r]))[0] for r in reqs] == static  # and of each request alone
+    assert len({a[3] for a in static}) > 3  # the answers really differ in length
+
+
+def test_follow_ups_join_the_running_batch(tiny_backend):
+    reqs = _mixed_requests()
+    finished: list[int] = []
+
+    def follow(i: int, result: GenerationResult) -> list[GenerationRequest]:
+        finished.append(i)
+        if i < 3:  # a next turn that depends on the answer, as a conversation's does
+            return [chat(f"again {result.text[:12]}", temperature=1.0, max_tokens=4, seed=100 + i)]
+        return []
+
+    results = tiny_backend.generate(reqs, follow)
+    assert len(results) == 14 and sorted(finished) == list(range(14))  # each answer reported once
+    assert _answers(results[:11]) == _answers(tiny_backend._static(reqs))
+    for i, r in enumerate(results[11:]):
+        alone = chat(f"again {results[i].text[:12]}", temperature=1.0, max_tokens=4, seed=100 + i)
+        assert _answers([r]) == _answers(tiny_backend._static([alone]))
+    # a follow-up ran while first requests were still decoding: it joined the batch, not a round after it
+    assert min(finished.index(j) for j in range(11, 14)) < max(finished.index(j) for j in range(11))
+
+
+def test_static_batches_run_follow_ups_in_rounds(tiny_backend, monkeypatch):
+    from transformers import LlamaConfig
+
+    from factory.llm import decode
+
+    class Model:  # a sliding window shorter than a sequence can be: the slot decoder's mask would ignore it
+        _supports_attention_backend = True
+        config = LlamaConfig(sliding_window=64, use_sliding_window=True)
+
+    assert not decode.supports_slots(Model())
+    Model.config = LlamaConfig(sliding_window=64, use_sliding_window=False)
+    assert decode.supports_slots(Model())
+    monkeypatch.setattr(tiny_backend, "slots", False)
+    reqs = _mixed_requests()[:4]
+    results = tiny_backend.generate(reqs, lambda i, r: [chat("more", max_tokens=3, seed=9)] if i == 0 else [])
+    assert len(results) == 5 and _answers(results[:4]) == _answers(tiny_backend._static(reqs))
+
+
 def test_greedy_and_token_counts(tiny_backend):
     r = tiny_backend.generate([chat("count", temperature=0, max_tokens=5)])[0]
     assert r.completion_tokens <= 5 and r.prompt_tokens > 3
@@ -146,6 +213,39 @@ def test_cache_answers_repeats_without_calling_the_model(tiny_backend, tmp_path)
     assert again.calls == 2 and scores[1].cached and scores[0].logprobs == scores[1].logprobs
 
 
+def test_cache_stores_each_answer_as_it_finishes_and_resolves_cached_follow_ups(tiny_backend, tmp_path):
+    reqs = [chat(f"q{i}", max_tokens=6, seed=i) for i in range(4)]
+
+    def follow(i, result):
+        return [chat(f"next {i}", max_tokens=4, seed=i)] if i < 2 else []
+
+    client = CachedBackend(tiny_backend, RequestCache(tmp_path / "c.sqlite"))
+    first = client.generate(reqs, follow)
+    assert client.calls == 6 and len(first) == 6
+
+    killed = CachedBackend(tiny_backend, RequestCache(tmp_path / "k.sqlite"))
+    seen: list[int] = []
+
+    def dies(i, result):
+        seen.append(i)
+        if len(seen) == 3:
+            raise RuntimeError("killed")
+        return follow(i, result)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        killed.generate(reqs, dies)
+    resumed = CachedBackend(tiny_backend, RequestCache(tmp_path / "k.sqlite"))
+    again = resumed.generate(reqs, follow)
+    # the three answers the model finished (the last one stored before its follow-up died) are not asked again
+    assert resumed.calls == 6 - 3
+    assert [r.text for r in again] == [r.text for r in first]
+    assert sum(r.cached for r in again) == 3
+
+    replay = CachedBackend(tiny_backend, RequestCache(tmp_path / "c.sqlite"))
+    assert [r.text for r in replay.generate(reqs, follow)] == [r.text for r in first]
+    assert replay.calls == 0  # follow-ups of cached answers are looked up too
+
+
 class Scripted:
     """A backend that answers from a script, to feed the validator garbage."""
 
@@ -155,7 +255,12 @@ class Scripted:
         self.answers = list(answers)
         self.seeds = []
 
-    def generate(self, requests):
+    def generate(self, requests, follow=None):  # follow-ups (retries) in rounds, as remote backends run them
+        from factory.llm.backend import in_rounds
+
+        return in_rounds(self._answer, requests, follow)
+
+    def _answer(self, requests):
         out = []
         for r in requests:
             self.seeds.append(r.sampling.seed)
@@ -183,6 +288,20 @@ def test_garbage_is_retried_with_new_seeds_then_kept_with_its_reason():
     assert not out[1].ok and out[1].reason.startswith("schema: state: 'CA' is not one of")
     assert not out[2].ok and out[2].reason == "empty output" and out[2].attempts == 3
     assert len(set(backend.seeds)) > 1  # retries use fresh seeds
+
+
+def test_a_job_s_follow_up_joins_the_run_and_is_retried_like_any_job():
+    from factory.llm.structured import Job, run_jobs
+
+    backend = Scripted([("{}", "stop"), ("turn one", "stop"), ("", "stop"), ("{}", "stop")])
+    parse_json = json_parser({"type": "object"})
+    second = Job(chat("second", seed=2), text_parser(3))
+    first = Job(chat("first", seed=1), text_parser(3), lambda v: [second] if v.ok else [])
+    done = run_jobs(backend, [Job(chat("other", seed=3), parse_json), first], max_retries=1)
+    assert [v.request for v in done] == [chat("other", seed=3), chat("first", seed=1), chat("second", seed=2)]
+    assert [(v.ok, v.attempts) for v in done] == [(True, 1), (True, 1), (False, 2)]
+    assert done[2].reason == "shorter than 3 characters" and done[2].result.text == "{}"
+    assert len(set(backend.seeds[2:])) == 2  # the follow-up's retry has a fresh seed
 
 
 def test_truncation_and_text_parser():

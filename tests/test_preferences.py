@@ -220,7 +220,12 @@ class Scripted:
         self.replies = list(replies)
         self.sampling = []
 
-    def generate(self, requests):
+    def generate(self, requests, follow=None):  # follow-ups (retries) in rounds, as remote backends run them
+        from factory.llm.backend import in_rounds
+
+        return in_rounds(self._answer, requests, follow)
+
+    def _answer(self, requests):
         self.sampling += [r.sampling for r in requests]
         return [GenerationResult(self.replies.pop(0), "stop", 10, 5) for _ in requests]
 

@@ -308,7 +308,12 @@ class ScriptedClient:
         self.requests: list = []
         self.calls = 0
 
-    def generate(self, requests):
+    def generate(self, requests, follow=None):  # follow-ups (retries) in rounds, as remote backends run them
+        from factory.llm.backend import in_rounds
+
+        return in_rounds(self._answer, requests, follow)
+
+    def _answer(self, requests):
         from factory.llm.types import GenerationResult
 
         out = []
@@ -482,11 +487,11 @@ def test_killed_generation_resumes_from_the_request_cache(tmp_path, tiny_path, m
     limit = {"n": 1}
     original = TransformersBackend.generate
 
-    def counting(self, requests):
+    def counting(self, requests, follow=None):
         if len(sent) + len(requests) > limit["n"]:
             raise RuntimeError("killed")
         sent.extend(r.key(self.model_id, self.revision) for r in requests)
-        return original(self, requests)
+        return original(self, requests, follow)
 
     monkeypatch.setattr(TransformersBackend, "generate", counting)
     monkeypatch.setattr(backend, "_LOADED", {})

@@ -2,15 +2,22 @@
 
     class Backend(Protocol):
         model_id, revision
-        generate(requests: list[GenerationRequest]) -> list[GenerationResult]
+        generate(requests: list[GenerationRequest], follow=None) -> list[GenerationResult]
         score_choices(requests: list[ScoreRequest]) -> list[ScoreResult]
 
+`follow(i, result)`, when given, is called as each request finishes and returns follow-up requests (a retry, the
+next turn of a conversation) that join the same run; the results list then holds those too, in the order they were
+added. The transformers backend gives them the next free slot of its running batch; the others run them in rounds
+(`in_rounds`).
+
 `CachedBackend` puts the on-disk request cache in front of any backend: a rerun or a resumed build sends the model
-only the requests it has not answered before, and `calls` counts what was sent.
+only the requests it has not answered before, each answer is stored as soon as it finishes, and `calls` counts what
+was sent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,12 +27,14 @@ from factory.llm.types import GenerationRequest, GenerationResult, ScoreRequest,
 
 _LOADED: dict[str, Any] = {}
 
+Follow = Callable[[int, GenerationResult], list[GenerationRequest]]
+
 
 class Backend(Protocol):
     model_id: str
     revision: str | None
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]: ...
+    def generate(self, requests: list[GenerationRequest], follow: Follow | None = None) -> list[GenerationResult]: ...
 
     def score_choices(self, requests: list[ScoreRequest]) -> list[ScoreResult]: ...
 
@@ -40,13 +49,56 @@ class CachedBackend:
     def model_id(self) -> str:
         return self.backend.model_id
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        return self._cached(requests, self.backend.generate, GenerationResult)
+    def generate(self, requests: list[GenerationRequest], follow: Follow | None = None) -> list[GenerationResult]:
+        """Cached answers resolve at once (and their follow-ups are looked up in turn); the rest go to the backend
+        in one run, each stored as it finishes. Identical requests in flight are sent once."""
+        model, revision = self.backend.model_id, self.backend.revision
+        requests = list(requests)
+        out: dict[int, GenerationResult] = {}
+        waiting: dict[str, list[int]] = {}  # key -> indices (here) of identical requests sent once
+        sent: list[str] = []  # the backend's request index -> key
+
+        def resolve(i: int, result: GenerationResult) -> list[int]:
+            out[i] = result
+            more = follow(i, result) if follow is not None else []
+            requests.extend(more)
+            return list(range(len(requests) - len(more), len(requests)))
+
+        def submit(indices: list[int]) -> list[GenerationRequest]:
+            """What of `indices` the backend must run; cached ones resolve now, and so do their follow-ups."""
+            to_send: list[GenerationRequest] = []
+            while indices:
+                keys = [requests[i].key(model, revision) for i in indices]
+                found = self.cache.get_many([k for k in keys if k not in waiting]) if self.cache is not None else {}
+                later: list[int] = []
+                for i, k in zip(indices, keys):
+                    if k in waiting:
+                        waiting[k].append(i)
+                    elif k in found:
+                        later += resolve(i, GenerationResult(**{**found[k], "cached": True}))
+                    else:
+                        waiting[k] = [i]
+                        sent.append(k)
+                        to_send.append(requests[i])
+                indices = later
+            self.calls += len(to_send)
+            return to_send
+
+        def finished(j: int, result: GenerationResult) -> list[GenerationRequest]:
+            key = sent[j]
+            if self.cache is not None:
+                self.cache.put_many({key: result.to_json()})
+            more: list[int] = []
+            for n, i in enumerate(waiting.pop(key)):
+                more += resolve(i, result if n == 0 else GenerationResult(**{**result.to_json(), "cached": True}))
+            return submit(more)
+
+        first = submit(list(range(len(requests))))
+        if first:
+            self.backend.generate(first, finished)
+        return [out[i] for i in range(len(requests))]
 
     def score_choices(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        return self._cached(requests, self.backend.score_choices, ScoreResult)
-
-    def _cached(self, requests, call, result_type):
         keys = [r.key(self.backend.model_id, self.backend.revision) for r in requests]
         found = self.cache.get_many(keys) if self.cache is not None else {}
         first: dict[str, int] = {}
@@ -57,7 +109,7 @@ class CachedBackend:
         fresh: dict[str, Any] = {}
         if todo:
             self.calls += len(todo)
-            answers = call([requests[i] for i in todo])
+            answers = self.backend.score_choices([requests[i] for i in todo])
             for i, answer in zip(todo, answers):
                 fresh[keys[i]] = answer
             if self.cache is not None:
@@ -67,10 +119,31 @@ class CachedBackend:
             if k in fresh and first.get(k) == i:
                 out.append(fresh[k])
             elif k in fresh:
-                out.append(result_type(**{**fresh[k].to_json(), "cached": True}))
+                out.append(ScoreResult(**{**fresh[k].to_json(), "cached": True}))
             else:
-                out.append(result_type(**{**found[k], "cached": True}))
+                out.append(ScoreResult(**{**found[k], "cached": True}))
         return out
+
+
+def in_rounds(
+    generate: Callable[[list[GenerationRequest]], list[GenerationResult]],
+    requests: list[GenerationRequest],
+    follow: Follow | None,
+) -> list[GenerationResult]:
+    """`follow` for a backend that runs whole batches: each round's follow-ups make the next round."""
+    requests = list(requests)
+    results: list[GenerationResult] = []
+    todo = requests
+    while todo:
+        done = generate(todo)
+        offset = len(results)
+        results += done
+        todo = []
+        for j, result in enumerate(done):
+            if follow is not None:
+                todo += follow(offset + j, result)
+        requests += todo
+    return results
 
 
 def has_gpu() -> bool:

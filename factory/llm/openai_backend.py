@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from factory.errors import FactoryError
+from factory.llm.backend import Follow, in_rounds
 from factory.llm.types import GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
 
 
@@ -92,7 +93,10 @@ class OpenAIBackend:
             raise FactoryError(f"openai backend at {self.base_url}: {type(exc).__name__} ({str(exc)[:200]})") from None
         return result_from(response, time.perf_counter() - started)
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest], follow: Follow | None = None) -> list[GenerationResult]:
+        return in_rounds(self._round, requests, follow)  # follow-ups (retries, next turns) in rounds
+
+    def _round(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(self._one, requests))
 

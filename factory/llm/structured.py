@@ -1,9 +1,11 @@
 """Structured output: parse and validate model text, retry with a fresh seed, keep what still fails.
 
-`generate_validated` sends requests, checks each answer with a parser (JSON schema, choice, or any callable that
-raises `Invalid`), re-asks the failures with a new seed up to `max_retries` times, and returns per request either
-the parsed value or the last raw text with its reason. Nothing is dropped: the caller writes failures to the
-stage's `failures` output. Truncation at `max_tokens` is a failure of its own ("truncated at max_tokens").
+`run_jobs` (and `generate_validated`, for plain request lists) sends requests, checks each answer with a parser
+(JSON schema, choice, or any callable that raises `Invalid`), re-asks the failures with a new seed up to
+`max_retries` times, and returns per request either the parsed value or the last raw text with its reason. A job's
+`then` adds follow-up jobs (a conversation's next turn) that join the same run. Nothing is dropped: the caller
+writes failures to the stage's `failures` output. Truncation at `max_tokens` is a failure of its own
+("truncated at max_tokens").
 """
 
 from __future__ import annotations
@@ -69,6 +71,59 @@ def text_parser(min_chars: int = 1) -> Callable[[str], str]:
     return parse
 
 
+@dataclass
+class Job:
+    """A request, the parser its answer must pass, and optionally what comes next: `then(validated)` returns
+    follow-up jobs (the next turn of a conversation) that join the same run."""
+
+    request: GenerationRequest
+    parse: Callable[[str], Any]
+    then: Callable[[Validated], list[Job]] | None = None
+
+
+def run_jobs(client: Any, jobs: list[Job], max_retries: int = 2, truncation_ok: bool = False) -> list[Validated]:
+    """Every job's validated answer: the given jobs', then their follow-ups' in the order they were added.
+
+    A failed answer is re-asked with a fresh seed up to `max_retries` times; retries and follow-ups join the
+    backend's running batch as soon as the answer before them is in (on backends that can), rather than waiting for
+    a round of every other request to end. `truncation_ok`: parse text cut at max_tokens too (an option letter
+    written before the cut is an answer); otherwise truncation is a failure of its own."""
+    jobs = list(jobs)
+    out: list[Validated | None] = [None] * len(jobs)
+    asked: list[tuple[int, int]] = []  # the client's request index -> (job, attempt)
+    spent: dict[int, tuple[int, int]] = {}  # job -> tokens in and out over its attempts
+
+    def ask(job: int, attempt: int, request: GenerationRequest) -> GenerationRequest:
+        asked.append((job, attempt))
+        return request
+
+    def answered(index: int, result: GenerationResult) -> list[GenerationRequest]:
+        j, attempt = asked[index]
+        job = jobs[j]
+        tin, tout = spent.get(j, (0, 0))
+        spent[j] = tin, tout = tin + result.prompt_tokens, tout + result.completion_tokens
+        reason, value = None, None
+        if result.finish_reason == "length" and not truncation_ok:
+            reason = "truncated at max_tokens"
+        else:
+            try:
+                value = job.parse(result.text)
+            except Invalid as exc:
+                reason = str(exc) if result.finish_reason != "length" else f"truncated at max_tokens: {exc}"
+        if reason is not None and attempt < max_retries:
+            seed = derive_seed(job.request.sampling.seed, "retry", attempt + 1) % (2**31)
+            retry = replace(job.request, sampling=replace(job.request.sampling, seed=seed))
+            return [ask(j, attempt + 1, retry)]
+        out[j] = Validated(job.request, value, result, attempt + 1, reason, tin, tout)
+        more = job.then(out[j]) if job.then is not None else []
+        jobs.extend(more)
+        out.extend([None] * len(more))
+        return [ask(len(jobs) - len(more) + k, 0, m.request) for k, m in enumerate(more)]
+
+    client.generate([ask(j, 0, job.request) for j, job in enumerate(list(jobs))], answered)
+    return out  # type: ignore[return-value]
+
+
 def generate_validated(
     client: Any,
     requests: list[GenerationRequest],
@@ -76,35 +131,7 @@ def generate_validated(
     max_retries: int = 2,
     truncation_ok: bool = False,
 ) -> list[Validated]:
-    """`parse`: one parser for all requests, or one per request (each answer checked against its own options).
-    `truncation_ok`: parse text cut at max_tokens too (an option letter written before the cut is an answer);
-    otherwise truncation is a failure of its own."""
+    """`run_jobs` for requests with no follow-ups. `parse`: one parser for all requests, or one per request (each
+    answer checked against its own options)."""
     parsers = parse if isinstance(parse, list) else [parse] * len(requests)
-    out: list[Validated | None] = [None] * len(requests)
-    pending = list(range(len(requests)))
-    current = list(requests)
-    tokens_in = [0] * len(requests)
-    tokens_out = [0] * len(requests)
-    for attempt in range(max_retries + 1):
-        results = client.generate([current[i] for i in pending])
-        retry = []
-        for i, result in zip(pending, results):
-            tokens_in[i] += result.prompt_tokens
-            tokens_out[i] += result.completion_tokens
-            reason, value = None, None
-            if result.finish_reason == "length" and not truncation_ok:
-                reason = "truncated at max_tokens"
-            else:
-                try:
-                    value = parsers[i](result.text)
-                except Invalid as exc:
-                    reason = str(exc) if result.finish_reason != "length" else f"truncated at max_tokens: {exc}"
-            out[i] = Validated(requests[i], value, result, attempt + 1, reason, tokens_in[i], tokens_out[i])
-            if reason is not None and attempt < max_retries:
-                seed = derive_seed(requests[i].sampling.seed, "retry", attempt + 1) % (2**31)
-                current[i] = replace(current[i], sampling=replace(current[i].sampling, seed=seed))
-                retry.append(i)
-        pending = retry
-        if not pending:
-            break
-    return out  # type: ignore[return-value]
+    return run_jobs(client, [Job(r, p) for r, p in zip(requests, parsers)], max_retries, truncation_ok)

@@ -1,10 +1,12 @@
-"""The `transformers` backend: batched chat generation on CPU or GPU, grammar-constrained with xgrammar, and
-choice scoring that reuses the shared prompt's KV cache.
+"""The `transformers` backend: chat generation on CPU or GPU with continuous batching, grammar-constrained with
+xgrammar, and choice scoring that reuses the shared prompt's KV cache.
 
-Generation is an explicit decode loop rather than `model.generate`, because every request carries its own seed
-(a `torch.Generator` per row, so a request's tokens do not depend on which other requests share its batch, up to
-floating-point effects of padding) and its own grammar matcher (JSON schema or fixed choices), whose token bitmask
-is applied to that row's logits before sampling.
+Generation is an explicit decode loop (`factory.llm.decode`) rather than `model.generate`, because every request
+carries its own seed (a `torch.Generator` per row, so a request's tokens do not depend on which other requests share
+its steps, up to floating-point effects of the batch's shape) and its own grammar matcher (JSON schema or fixed
+choices), whose token bitmask is applied to that row's logits before sampling, and because a finished row's slot
+takes the next request at once (including follow-ups such as retries and next turns) instead of idling until the
+batch's longest answer ends.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Any
 
 import torch
 
+from factory.llm import decode
+from factory.llm.backend import Follow, in_rounds
+from factory.llm.decode import Decoder
 from factory.llm.types import Constraint, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
 
 
@@ -49,6 +54,9 @@ class TransformersBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = self._eos_ids()
+        if getattr(self.model, "_supports_attention_backend", False):
+            self.model.set_attn_implementation(decode.ATTENTION)  # grouped-query attention without copies on CPU
+        self.slots = decode.supports_slots(self.model)  # continuous batching; else static batches
         self._grammar = None
         self._compiled: dict[Constraint, Any] = {}
 
@@ -93,7 +101,14 @@ class TransformersBackend:
         return xgr.GrammarMatcher(self._compiled[constraint])
 
     # --- generation ----------------------------------------------------------------------------------------
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest], follow: Follow | None = None) -> list[GenerationResult]:
+        """Continuous batching (`factory.llm.decode`) where the model allows it; otherwise static batches of
+        `batch_size`, with follow-up requests run in rounds."""
+        if self.slots:
+            return Decoder(self, requests, follow).run()
+        return in_rounds(self._static, requests, follow)
+
+    def _static(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         results: list[GenerationResult] = []
         for start in range(0, len(requests), self.batch_size):
             results += self._generate_batch(requests[start : start + self.batch_size])
@@ -101,6 +116,8 @@ class TransformersBackend:
 
     @torch.inference_mode()
     def _generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """One left-padded batch decoded until its last row finishes (finished rows leave the batch): the path for
+        models the slot decoder cannot serve (sliding-window or non-attention layers)."""
         started = time.perf_counter()
         prompts = [self.prompt_ids(r.message_dicts()) for r in requests]
         n = len(requests)
@@ -113,24 +130,19 @@ class TransformersBackend:
             mask[i, longest - len(p) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        generators = []
-        for r in requests:
+        rows = []
+        for i, (r, p) in enumerate(zip(requests, prompts)):
             g = torch.Generator(device="cpu")
             g.manual_seed((r.sampling.seed * 1_000_003 + r.sample_index) % (2**63 - 1))
-            generators.append(g)
-        matchers = [self._matcher(r.constraint) for r in requests]
+            rows.append(decode._Row(i, r, len(p), g, self._matcher(r.constraint)))
         bitmask = None
-        if any(m is not None for m in matchers):
+        if any(r.matcher is not None for r in rows):
             xgr, info, _ = self._compiler()
             bitmask = xgr.allocate_token_bitmask(n, info.vocab_size)
-        out_tokens: list[list[int]] = [[] for _ in range(n)]
-        done = [False] * n
-        finish = ["length"] * n
-        max_new = max(r.sampling.max_tokens for r in requests)
         past = None
         step_ids, step_pos, attn = ids, positions, mask
         active = list(range(n))  # rows still generating, in the order they sit in the batch tensors
-        for _ in range(max_new):
+        while active:
             out = self.model(  # logits of the last position only: the prefill would otherwise hold n x L x vocab
                 input_ids=step_ids,
                 attention_mask=attn,
@@ -143,76 +155,27 @@ class TransformersBackend:
             logits = out.logits[:, -1, :].float().cpu()
             if bitmask is not None:
                 xgr, info, _ = self._compiler()
-                rows = [j for j, i in enumerate(active) if matchers[i] is not None]
-                for j in rows:
-                    matchers[active[j]].fill_next_token_bitmask(bitmask, j)
-                if rows:
-                    xgr.apply_token_bitmask_inplace(logits, bitmask, vocab_size=info.vocab_size, indices=rows)
-            next_tokens = []
+                constrained = [j for j, i in enumerate(active) if rows[i].matcher is not None]
+                for j in constrained:
+                    rows[active[j]].matcher.fill_next_token_bitmask(bitmask, j)
+                if constrained:
+                    xgr.apply_token_bitmask_inplace(logits, bitmask, vocab_size=info.vocab_size, indices=constrained)
+            next_tokens, keep = [], []
             for j, i in enumerate(active):
-                r = requests[i]
-                token = self._sample(logits[j], r, generators[i])
+                token = decode.sample(logits[j], requests[i], rows[i].generator)
                 next_tokens.append(token)
-                if matchers[i] is not None:
-                    matchers[i].accept_token(token)
-                if token in self.eos_ids or (matchers[i] is not None and matchers[i].is_terminated()):
-                    done[i], finish[i] = True, "stop"
-                    if token not in self.eos_ids:
-                        out_tokens[i].append(token)
-                    continue
-                out_tokens[i].append(token)
-                if len(out_tokens[i]) >= r.sampling.max_tokens:
-                    done[i] = True
-                elif r.sampling.stop and self._hit_stop(out_tokens[i], r.sampling.stop):
-                    done[i], finish[i] = True, "stop"
-            keep = [j for j, i in enumerate(active) if not done[i]]
-            if not keep:
-                break
+                if not decode.accept(self, rows[i], token):
+                    keep.append(j)
             step_ids = torch.tensor(next_tokens, device=self.device)[:, None]
             step_pos = step_pos[:, -1:] + 1
             attn = torch.cat([attn, torch.ones((len(active), 1), dtype=attn.dtype, device=self.device)], dim=1)
             if len(keep) < len(active):  # finished rows leave the batch: no more compute spent on them
-                index = torch.tensor(keep, device=self.device)
+                index = torch.tensor(keep, device=self.device, dtype=torch.long)
                 past.batch_select_indices(index)
                 step_ids, step_pos, attn = step_ids[index], step_pos[index], attn[index]
                 active = [active[j] for j in keep]
-        seconds = time.perf_counter() - started
-        results = []
-        for i, r in enumerate(requests):
-            text = self.tokenizer.decode(out_tokens[i], skip_special_tokens=True)
-            if r.sampling.stop and finish[i] == "stop":
-                cut = [text.find(s) for s in r.sampling.stop if s in text]
-                if cut:
-                    text = text[: min(cut)]
-            results.append(GenerationResult(text, finish[i], len(prompts[i]), len(out_tokens[i]), seconds / n))
-        return results
-
-    def _hit_stop(self, tokens: list[int], stop: tuple[str, ...]) -> bool:
-        tail = self.tokenizer.decode(tokens[-16:], skip_special_tokens=True)
-        return any(s in tail for s in stop)
-
-    @staticmethod
-    def _sample(logits: torch.Tensor, request: GenerationRequest, generator: torch.Generator) -> int:
-        """Temperature and nucleus sampling with the request's own generator.
-
-        The nucleus is taken among the 256 most likely tokens (after the grammar mask), which nearly always hold
-        top_p of the mass; when they do not, the full sorted distribution is used. A sort of the whole 50k
-        vocabulary per row per step was a fifth of the decode time on CPU."""
-        s = request.sampling
-        if s.temperature <= 0:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits / s.temperature, dim=-1)
-        k = min(256, probs.shape[-1])
-        top_p, top_i = torch.topk(probs, k)
-        if s.top_p < 1.0 and float(top_p.sum()) < s.top_p:
-            top_p, top_i = torch.sort(probs, descending=True)
-        if s.top_p < 1.0:
-            keep = top_p.cumsum(-1) - top_p < s.top_p
-            top_p = torch.where(keep, top_p, torch.zeros_like(top_p))
-        elif k < probs.shape[-1]:  # plain temperature sampling over the whole vocabulary
-            top_p, top_i = probs, torch.arange(probs.shape[-1])
-        choice = torch.multinomial(top_p / top_p.sum(), 1, generator=generator)
-        return int(top_i[choice])
+        seconds = (time.perf_counter() - started) / n
+        return [decode.result(self, row, seconds) for row in rows]
 
     # --- scoring -------------------------------------------------------------------------------------------
     @torch.inference_mode()

@@ -13,6 +13,7 @@ import json
 import time
 from typing import Any
 
+from factory.llm.backend import Follow, in_rounds
 from factory.llm.types import GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
 
 
@@ -92,7 +93,10 @@ class VLLMBackend:
             kwargs["structured_outputs"] = StructuredOutputsParams(**kwargs["structured_outputs"])
         return SamplingParams(**kwargs)
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest], follow: Follow | None = None) -> list[GenerationResult]:
+        return in_rounds(self._round, requests, follow)  # follow-ups (retries, next turns) in rounds
+
+    def _round(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         started = time.perf_counter()
         params = [self._params(sampling_kwargs(r)) for r in requests]
         outputs = self.engine.chat([r.message_dicts() for r in requests], params, use_tqdm=False)

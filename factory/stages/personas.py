@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +111,7 @@ def _client(options: Options, ctx: StageContext):
 def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     from datasets import ClassLabel, Features, Value
 
-    from factory.llm.structured import generate_validated, json_parser, text_parser
+    from factory.llm.structured import Job, json_parser, run_jobs, text_parser
     from factory.llm.types import Constraint, GenerationRequest, Sampling
     from factory.personas import drift
     from factory.prompts import builtin, render
@@ -134,7 +133,8 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     def sampling(s: int, max_tokens: int | None = None) -> Sampling:
         return Sampling(options.temperature, options.top_p, max_tokens or options.max_tokens, (), s)
 
-    def record(style: str, person: dict, v, parsed_json: bool) -> None:
+    def record(style: str, person: dict, v, parsed_json: bool) -> list:
+        """Keep a validated answer (or its failure) and its drift rows; nothing follows it."""
         metrics[f"tokens_in.{style}"] = metrics.get(f"tokens_in.{style}", 0) + v.tokens_in
         metrics[f"tokens_out.{style}"] = metrics.get(f"tokens_out.{style}", 0) + v.tokens_out
         metrics[f"retries.{style}"] = metrics.get(f"retries.{style}", 0) + v.attempts - 1
@@ -149,7 +149,7 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                     "attempts": v.attempts,
                 }
             )
-            return
+            return []
         text = json.dumps(v.value, ensure_ascii=False) if parsed_json else v.value
         measures = drift.text_measures(drift.text_of(text, v.value))
         rows.append(
@@ -190,12 +190,48 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                 "contradicted": bool(measures["mentions_politics"]),
             }
         )
+        return []
 
-    # Every style's request for every person goes to the backend in one call (with the reflective style's first
-    # turn), so its batches are full rather than one style's few people at a time.
-    jobs: list[tuple[Any, Any, Any]] = []  # (request, parser, what to do with the validated answer)
+    def reflective(person: dict, facts: dict, turn: int, history: list[dict]) -> Job:
+        """The reflective style's job at `turn` of one person's conversation: `reflection_turns` turns, then the
+        JSON profile. A reply's job returns the next turn's; a failed reply ends the conversation (kept in
+        failures)."""
+        if turn > options.reflection_turns:
+            schema = style_defs.reflective_schema()
+            final = render(builtin("personas/reflective_final.jinja"), facts=facts)
+            req = GenerationRequest.chat(
+                [*history, {"role": "user", "content": final}],
+                sampling(seed(person, "reflective", "profile")),
+                Constraint.schema(schema),
+            )
+            return Job(req, json_parser(schema), lambda v: record("reflective", person, v, True))
+        asked = [*history, {"role": "user", "content": render(turn_path, facts=facts, turn=turn)}]
+        req = GenerationRequest.chat(asked, sampling(seed(person, "reflective", turn), min(options.max_tokens, 160)))
+
+        def replied(v) -> list[Job]:
+            metrics["tokens_in.reflective"] = metrics.get("tokens_in.reflective", 0) + v.tokens_in
+            metrics["tokens_out.reflective"] = metrics.get("tokens_out.reflective", 0) + v.tokens_out
+            if v.ok:  # failed replies never enter the conversation
+                return [reflective(person, facts, turn + 1, [*asked, {"role": "assistant", "content": v.value}])]
+            metrics["invalid.reflective"] = metrics.get("invalid.reflective", 0) + 1
+            failures.append(
+                {
+                    "reason": f"reflection turn {turn}: {v.reason}",
+                    "person_id": person["person_id"],
+                    "style": "reflective",
+                    "raw": v.result.text,
+                    "attempts": v.attempts,
+                }
+            )
+            return []
+
+        return Job(req, text_parser(10), replied)
+
+    turn_path = builtin("personas/reflective_turn.jinja")
+    # Every style's request for every person goes to the backend in one run, and each reflective conversation's
+    # next turn joins it as soon as the turn before is in, so its batches stay full to the end.
+    jobs: list[Job] = []
     facts = [style_defs.facts(p, names) for p in people]
-    reflective: Any = iter(())  # the reflective style's later rounds
     for style in options.styles:
         if style in ("objective_table", "subjective_table") or (
             style in options.templates and options.templates[style].schema_file
@@ -217,7 +253,7 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                     sampling(seed(p, style), max_tokens),
                     Constraint.schema(schema),
                 )
-                jobs.append((req, json_parser(schema), lambda v, p=p, style=style: record(style, p, v, True)))
+                jobs.append(Job(req, json_parser(schema), lambda v, p=p, style=style: record(style, p, v, True)))
         elif style == "descriptive" or style in options.templates:
             path = (
                 builtin("personas/descriptive.jinja")
@@ -231,15 +267,15 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                     [{"role": "system", "content": system}, {"role": "user", "content": user}],
                     sampling(seed(p, style), max_tokens),
                 )
-                jobs.append((req, text_parser(20), lambda v, p=p, style=style: record(style, p, v, False)))
+                jobs.append(Job(req, text_parser(20), lambda v, p=p, style=style: record(style, p, v, False)))
         else:  # reflective: turns in one growing conversation per person, then the profile
-            reflective = _reflective(options, people, facts, system, seed, sampling, record, failures, metrics)
-            jobs += next(reflective)
-    while jobs:
-        done = generate_validated(client, [j[0] for j in jobs], [j[1] for j in jobs], options.max_retries)
-        for (_, _, then), v in zip(jobs, done):
-            then(v)
-        jobs = next(reflective, [])
+            jobs += [reflective(p, f, 1, [{"role": "system", "content": system}]) for p, f in zip(people, facts)]
+    run_jobs(client, jobs, options.max_retries)
+    # answers finish in the order the batch frees them: rows go out by person, then style, as the recipe lists them
+    rank = {p["person_id"]: k for k, p in enumerate(people)}
+    styles_rank = {s: k for k, s in enumerate(options.styles)}
+    for table in (rows, failures, drift_rows):
+        table.sort(key=lambda r: (rank[r["person_id"]], styles_rank[r["style"]]))
     metrics["backend_calls"] = float(client.calls)
     metrics["requests_cached"] = float(client.cache.hits if client.cache else 0)
     if client.cache is not None:  # one SQLite connection per batch: close it rather than leave it to the GC
@@ -273,57 +309,6 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     return StageOutput(
         rows_dataset(rows, features), failures, metrics, extras={"drift": rows_dataset(drift_rows, drift_features)}
     )
-
-
-def _reflective(options, people, facts, system, seed, sampling, record, failures, metrics) -> Iterator[list[tuple]]:
-    """The reflective style's rounds of (request, parser, then) jobs: `reflection_turns` turns of one growing
-    conversation per person, then the JSON profile. The caller runs each round before asking for the next; a failed
-    reply ends that person's conversation and is kept in failures."""
-    from factory.llm.structured import json_parser, text_parser
-    from factory.llm.types import Constraint, GenerationRequest
-    from factory.prompts import builtin, render
-
-    history = [[{"role": "system", "content": system}] for _ in people]
-    alive = list(range(len(people)))
-    turn_path, tokens = builtin("personas/reflective_turn.jinja"), min(options.max_tokens, 160)
-    for turn in range(1, options.reflection_turns + 1):
-        still: list[int] = []
-
-        def replied(i: int, v, turn: int = turn, still: list[int] = still) -> None:
-            metrics["tokens_in.reflective"] = metrics.get("tokens_in.reflective", 0) + v.tokens_in
-            metrics["tokens_out.reflective"] = metrics.get("tokens_out.reflective", 0) + v.tokens_out
-            if v.ok:  # failed replies never enter the conversation
-                history[i].append({"role": "assistant", "content": v.value})
-                still.append(i)
-                return
-            metrics["invalid.reflective"] = metrics.get("invalid.reflective", 0) + 1
-            failures.append(
-                {
-                    "reason": f"reflection turn {turn}: {v.reason}",
-                    "person_id": people[i]["person_id"],
-                    "style": "reflective",
-                    "raw": v.result.text,
-                    "attempts": v.attempts,
-                }
-            )
-
-        jobs = []
-        for i in alive:
-            history[i].append({"role": "user", "content": render(turn_path, facts=facts[i], turn=turn)})
-            req = GenerationRequest.chat(history[i], sampling(seed(people[i], "reflective", turn), tokens))
-            jobs.append((req, text_parser(10), lambda v, i=i: replied(i, v)))
-        yield jobs
-        alive = still
-    schema, final_path = style_defs.reflective_schema(), builtin("personas/reflective_final.jinja")
-    jobs = []
-    for i in alive:
-        req = GenerationRequest.chat(
-            history[i] + [{"role": "user", "content": render(final_path, facts=facts[i])}],
-            sampling(seed(people[i], "reflective", "profile")),
-            Constraint.schema(schema),
-        )
-        jobs.append((req, json_parser(schema), lambda v, p=people[i]: record("reflective", p, v, True)))
-    yield jobs
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:
