@@ -121,6 +121,38 @@ def test_follow_ups_join_the_running_batch(tiny_backend):
     assert min(finished.index(j) for j in range(11, 14)) < max(finished.index(j) for j in range(11))
 
 
+def test_follow_ups_reuse_their_parent_s_keys_and_values(tiny_backend):
+    """A retry has its parent's prompt and a next turn starts with the last turn and its reply: those tokens are
+    not prefilled again, and the answers are those of prefilling everything."""
+    from dataclasses import replace
+
+    from factory.llm.decode import Decoder
+
+    system = {"role": "system", "content": "You write careful answers about people. " * 3}
+    reqs = [
+        GenerationRequest.chat([system, {"role": "user", "content": "hello " * (3 * i + 1)}],
+                               Sampling(temperature=1.0, max_tokens=8 + 5 * i, seed=i))
+        for i in range(6)
+    ]  # fmt: skip
+
+    def follow(i: int, result: GenerationResult) -> list[GenerationRequest]:
+        if i >= 6:
+            return []
+        if i % 2 == 0:  # a retry with a fresh seed
+            return [replace(reqs[i], sampling=replace(reqs[i].sampling, seed=1000 + i))]
+        turn = [
+            *reqs[i].message_dicts(),
+            {"role": "assistant", "content": result.text},
+            {"role": "user", "content": "and?"},
+        ]
+        return [GenerationRequest.chat(turn, Sampling(temperature=1.0, max_tokens=6, seed=50 + i))]
+
+    decoder = Decoder(tiny_backend, reqs, follow)
+    results = decoder.run()
+    assert len(results) == 12 and decoder.reused_tokens > 6 * 40
+    assert _answers(results) == _answers(tiny_backend._static(decoder.requests))
+
+
 def test_static_batches_run_follow_ups_in_rounds(tiny_backend, monkeypatch):
     from transformers import LlamaConfig
 

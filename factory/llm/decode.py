@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from transformers import AttentionInterface
-from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
@@ -135,7 +135,7 @@ class SlotCache(Cache):
 class _Row:
     index: int
     request: GenerationRequest
-    prompt_len: int
+    prompt: list[int]
     generator: torch.Generator
     matcher: Any
     admitted: float = field(default_factory=time.perf_counter)
@@ -145,12 +145,17 @@ class _Row:
     position: int = 0  # the position id of its next input token
     next_input: int = 0
 
+    @property
+    def prompt_len(self) -> int:
+        return len(self.prompt)
+
 
 class Decoder:
     """One run of continuous batching over `requests` (and the follow-ups `follow` returns) with a backend's
     model, tokenizer, sampler and grammar matchers."""
 
     slack = 256  # spare cache columns past the longest row: the live window moves to the front at most this often
+    min_reuse = 16  # shared prompt tokens worth reusing from a parent
 
     def __init__(self, backend: Any, requests: list[GenerationRequest], follow: Follow | None):
         self.b = backend
@@ -162,6 +167,8 @@ class Decoder:
         self.cache: SlotCache | None = None
         self.valid: torch.Tensor | None = None  # [slots, capacity]: which columns each row attends to
         self.bitmask = None
+        self.parents: dict[int, tuple[list[int], list]] = {}  # follow-up -> its parent's tokens, keys and values
+        self.reused_tokens = 0  # prompt tokens whose keys and values came from a parent rather than a prefill
 
     # --- the run -------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -180,50 +187,92 @@ class Decoder:
                 self._step()
         return [self.results[i] for i in range(len(self.requests))]
 
-    def _row(self, index: int, prompt_len: int) -> _Row:
-        r = self.requests[index]
-        g = torch.Generator(device="cpu")
-        g.manual_seed((r.sampling.seed * 1_000_003 + r.sample_index) % (2**63 - 1))
-        return _Row(index, r, prompt_len, g, self.b._matcher(r.constraint))
-
     def _admit(self, indices: list[int], free: list[int]) -> None:
-        """Prefill the joiners together (left padded), copy their keys and values into free slots so that every
-        prompt ends at `end`, and take each one's first token from the prefill's last logits."""
+        """Prefill the joiners together and copy their keys and values into free slots so that every prompt ends
+        at `end`; each one's first token comes from the prefill's last logits.
+
+        A follow-up whose prompt starts with its parent's tokens (a retry has the same prompt, a conversation's next
+        turn has the last turn and its reply) reuses the parent's keys and values for that prefix and prefills
+        only the rest. The prefill batch is [reused parts, left padded | the rest, left padded]; in its slot each
+        prompt is whole again, ending at `end`."""
         b = self.b
         prompts = [b.prompt_ids(self.requests[i].message_dicts()) for i in indices]
-        rows = [self._row(i, len(p)) for i, p in zip(indices, prompts)]
-        width = max(len(p) for p in prompts)
+        rows = [new_row(b, i, self.requests[i], p) for i, p in zip(indices, prompts)]
+        reused = [self._reusable(i, p) for i, p in zip(indices, prompts)]
+        lengths = [0 if kv is None else kv[0][0].shape[1] for kv in reused]
+        head = max(lengths)
+        tails = [p[k:] for p, k in zip(prompts, lengths)]
+        width = max(len(t) for t in tails)
         ids = torch.full((len(rows), width), b.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, p in enumerate(prompts):
-            ids[j, width - len(p) :] = torch.tensor(p)
-            mask[j, width - len(p) :] = 1
-        ids, mask = ids.to(b.device), mask.to(b.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = b.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        mask = torch.zeros((len(rows), head + width), dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, (tail, k) in enumerate(zip(tails, lengths)):
+            ids[j, width - len(tail) :] = torch.tensor(tail)
+            mask[j, head - k : head] = 1
+            mask[j, head + width - len(tail) :] = 1
+            positions[j, width - len(tail) :] = torch.arange(k, k + len(tail))
+        ids, mask, positions = ids.to(b.device), mask.to(b.device), positions.to(b.device)
+        past = None
+        if head:
+            past = DynamicCache()
+            for layer, kvs in enumerate(zip(*[kv or [None] * len(self.cache.layers) for kv in reused])):
+                keys, values = self._stack(kvs, lengths, head)
+                past.update(keys, values, layer)
+        out = b.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True,
+            logits_to_keep=1,
+        )  # fmt: skip
         past = out.past_key_values
-        longest = width + max(r.request.sampling.max_tokens for r in rows)
+        block = max(len(p) for p in prompts)  # each prompt lands whole, reused part then the rest, ending at `end`
+        longest = block + max(r.request.sampling.max_tokens for r in rows)
         if self.cache is None:
             self.rows = [None] * len(free)
             shapes = [(la.keys.shape[1], la.keys.shape[3], la.values.shape[3]) for la in past.layers]
             k = past.layers[0].keys
             self.cache = SlotCache(shapes, len(free), longest + self.slack, k.dtype, k.device)
             self.valid = torch.zeros((len(free), self.cache.capacity), dtype=torch.bool, device=b.device)
-            self.cache.start = self.cache.end = width
-        self._room(max(self.cache.end, width) + 1, longest)
+            self.cache.start = self.cache.end = block
+        self._room(max(self.cache.end, block) + 1, longest)
         c = self.cache
-        c.end = max(c.end, width)
+        c.end = end = max(c.end, block)
         slots = free[: len(rows)]
-        index = torch.tensor(slots, device=b.device)
         for mine, theirs in zip(c.layers, past.layers):
-            mine.keys[index, :, c.end - width : c.end] = theirs.keys
-            mine.values[index, :, c.end - width : c.end] = theirs.values
-        self.valid[index] = False
-        self.valid[index, c.end - width : c.end] = mask.bool()
+            for j, (s, k, tail) in enumerate(zip(slots, lengths, tails)):
+                t = len(tail)
+                for dst, src in ((mine.keys, theirs.keys), (mine.values, theirs.values)):
+                    dst[s, :, end - t - k : end - t] = src[j, :, head - k : head]
+                    dst[s, :, end - t : end] = src[j, :, head + width - t :]
         for s, row in zip(slots, rows):
-            row.first, row.position = c.end - row.prompt_len, row.prompt_len
+            self.valid[s] = False
+            self.valid[s, end - row.prompt_len : end] = True
+            row.first, row.position = end - row.prompt_len, row.prompt_len
             self.rows[s] = row
+        self.reused_tokens += sum(lengths)
         self._sample(out.logits[:, -1, :], list(zip(range(len(rows)), slots)))
+
+    def _reusable(self, index: int, prompt: list[int]):
+        """The parent's keys and values for the tokens this prompt shares with it (at least `min_reuse`, and
+        never the whole prompt: its last token must run to give the first logits), or None."""
+        parent = self.parents.pop(index, None)
+        if parent is None:
+            return None
+        seq, kv = parent
+        n = min(len(seq), len(prompt) - 1)
+        shared = next((j for j in range(n) if seq[j] != prompt[j]), n)
+        if shared < self.min_reuse:
+            return None
+        return [(k[:, :shared], v[:, :shared]) for k, v in kv]
+
+    @staticmethod
+    def _stack(kvs, lengths: list[int], head: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer's reused keys and values for the joiners, right aligned in `head` columns."""
+        k0, v0 = next(kv for kv in kvs if kv is not None)
+        keys = k0.new_zeros((len(kvs), k0.shape[0], head, k0.shape[2]))
+        values = v0.new_zeros((len(kvs), v0.shape[0], head, v0.shape[2]))
+        for j, (kv, k) in enumerate(zip(kvs, lengths)):
+            if kv is not None:
+                keys[j, :, head - k :], values[j, :, head - k :] = kv
+        return keys, values
 
     def _step(self) -> None:
         b, c = self.b, self.cache
@@ -269,12 +318,17 @@ class Decoder:
     def _finish(self, slot: int) -> None:
         row = self.rows[slot]
         self.rows[slot] = None
-        self.valid[slot] = False
         self.results[row.index] = result(self.b, row, time.perf_counter() - row.admitted)
-        if self.follow is not None:
-            for request in self.follow(row.index, self.results[row.index]):
-                self.queue.append(len(self.requests))
-                self.requests.append(request)
+        more = self.follow(row.index, self.results[row.index]) if self.follow is not None else []
+        if more:  # its follow-ups may start with its tokens: keep their keys and values until they join
+            columns = self.valid[slot].nonzero().squeeze(-1)
+            seq = (row.prompt + row.tokens)[: len(columns)]
+            kv = [(la.keys[slot][:, columns], la.values[slot][:, columns]) for la in self.cache.layers]
+        for request in more:
+            self.parents[len(self.requests)] = (seq, kv)
+            self.queue.append(len(self.requests))
+            self.requests.append(request)
+        self.valid[slot] = False
 
     # --- room in the cache ---------------------------------------------------------------------------------
     def _room(self, end: int, longest: int) -> None:
@@ -314,6 +368,13 @@ class Decoder:
 
 
 # --- one row's tokens (shared with the static-batch loop) --------------------------------------------------
+def new_row(backend: Any, index: int, request: GenerationRequest, prompt: list[int]) -> _Row:
+    """A request's decoding state: its own generator, seeded from the request, and its own grammar matcher."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed((request.sampling.seed * 1_000_003 + request.sample_index) % (2**63 - 1))
+    return _Row(index, request, prompt, g, backend._matcher(request.constraint))
+
+
 def accept(backend: Any, row: _Row, token: int) -> bool:
     """Take a sampled token; True when the row is finished (its `finish` says why)."""
     m = row.matcher

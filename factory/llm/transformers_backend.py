@@ -130,11 +130,7 @@ class TransformersBackend:
             mask[i, longest - len(p) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        rows = []
-        for i, (r, p) in enumerate(zip(requests, prompts)):
-            g = torch.Generator(device="cpu")
-            g.manual_seed((r.sampling.seed * 1_000_003 + r.sample_index) % (2**63 - 1))
-            rows.append(decode._Row(i, r, len(p), g, self._matcher(r.constraint)))
+        rows = [decode.new_row(self, i, r, p) for i, (r, p) in enumerate(zip(requests, prompts))]
         bitmask = None
         if any(r.matcher is not None for r in rows):
             xgr, info, _ = self._compiler()
