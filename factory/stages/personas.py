@@ -98,7 +98,9 @@ def plan(options: Options, inputs: dict, ctx: StageContext) -> list[list[int]]:
         if options.sample > n:
             raise DataError(f"stages.{ctx.stage}.sample: {options.sample} requested but the input has {n} persons")
         rows = sorted(ctx.rng("sample").choice(n, size=options.sample, replace=False).tolist())
-    size = options.batch_size or 8
+    # Persons per checkpointed batch. Each answer is also cached as it finishes, so a kill loses little either way;
+    # a large batch keeps the backend's slots full (every style, retry and reflective turn of 64 people at once).
+    size = options.batch_size or 64
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
