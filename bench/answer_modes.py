@@ -34,21 +34,15 @@ def main() -> None:
 
     import datasets
     import numpy as np
-    from tables import print_table
+    from tables import bench_model, print_table
 
-    from factory.llm.models import embedded_model_path
     from factory.recipe import load_recipe
     from factory.runner import Runner
 
     datasets.disable_progress_bars()
     tmp = Path(tempfile.mkdtemp(prefix="factory-answers-bench-"))
     try:
-        if args.tiny:
-            from tiny_model import build_tiny_model
-
-            model = str(build_tiny_model(tmp / "tiny"))
-        else:
-            model = str(embedded_model_path())
+        model = bench_model(tmp, args.tiny)
         common = "inputs: [people, qs], backend: m, batch_size: 1000"
         recipe = tmp / "r.yaml"
         recipe.write_text(f"""\

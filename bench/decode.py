@@ -30,22 +30,16 @@ def main() -> None:
     args = parser.parse_args()
 
     import datasets
-    from tables import print_table
+    from tables import bench_model, print_table
 
     from factory.llm import backend as backend_mod
-    from factory.llm.models import embedded_model_path
     from factory.recipe import load_recipe
     from factory.runner import Runner
 
     datasets.disable_progress_bars()
     tmp = Path(tempfile.mkdtemp(prefix="factory-decode-bench-"))
     try:
-        if args.tiny:
-            from tiny_model import build_tiny_model
-
-            model = str(build_tiny_model(tmp / "tiny"))
-        else:
-            model = str(embedded_model_path())
+        model = bench_model(tmp, args.tiny)
         recipe = tmp / "r.yaml"
         recipe.write_text(f"""\
 name: bench
@@ -86,7 +80,7 @@ stages:
             rows.append(
                 [mode, f"{seconds:.1f}", f"{int(tokens_in):,}", f"{int(tokens_out):,}", f"{tokens_out / seconds:.1f}"]
             )
-        same = tables[0].drop(columns=[]).equals(tables[1])
+        same = tables[0].equals(tables[1])
         speedup = float(rows[0][1]) / float(rows[1][1])
         rows.append(["speed-up", f"{speedup:.2f}x", "", "", f"same rows: {same}"])
         print_table(

@@ -31,10 +31,9 @@ def main() -> None:
 
     import datasets
     from datasets import ClassLabel
-    from tables import print_table
+    from tables import bench_model, print_table
 
     from factory.llm import backend as backend_mod
-    from factory.llm.models import embedded_model_path
     from factory.llm.types import GenerationRequest, Sampling
     from factory.personas import styles
     from factory.prompts import builtin, render
@@ -45,12 +44,7 @@ def main() -> None:
     datasets.disable_progress_bars()
     tmp = Path(tempfile.mkdtemp(prefix="factory-llm-bench-"))
     try:
-        if args.tiny:
-            from tiny_model import build_tiny_model
-
-            model = str(build_tiny_model(tmp / "tiny"))
-        else:
-            model = str(embedded_model_path())
+        model = bench_model(tmp, args.tiny)
         recipe = tmp / "r.yaml"
         recipe.write_text(f"""\
 name: bench

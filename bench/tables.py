@@ -1,6 +1,20 @@
-"""Printing benchmark tables (shared by the scripts in bench/)."""
+"""Helpers shared by the scripts in bench/: the model to run, and printing tables."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+
+def bench_model(tmp: Path, tiny: bool) -> str:
+    """The model a benchmark runs: the embedded SmolLM2-135M, or with `tiny` a tiny model built in `tmp` (a quick
+    smoke run)."""
+    if tiny:
+        from tiny_model import build_tiny_model
+
+        return str(build_tiny_model(tmp / "tiny"))
+    from factory.llm.models import embedded_model_path
+
+    return str(embedded_model_path())
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

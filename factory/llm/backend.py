@@ -131,18 +131,13 @@ def in_rounds(
     follow: Follow | None,
 ) -> list[GenerationResult]:
     """`follow` for a backend that runs whole batches: each round's follow-ups make the next round."""
-    requests = list(requests)
     results: list[GenerationResult] = []
-    todo = requests
+    todo = list(requests)
     while todo:
         done = generate(todo)
         offset = len(results)
         results += done
-        todo = []
-        for j, result in enumerate(done):
-            if follow is not None:
-                todo += follow(offset + j, result)
-        requests += todo
+        todo = [more for j, r in enumerate(done) if follow is not None for more in follow(offset + j, r)]
     return results
 
 
