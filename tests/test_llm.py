@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from factory.llm.backend import CachedBackend
 from factory.llm.cache import RequestCache
@@ -88,17 +89,39 @@ def _answers(results: list[GenerationResult]) -> list[tuple]:
     return [(r.text, r.finish_reason, r.prompt_tokens, r.completion_tokens) for r in results]
 
 
-@pytest.mark.parametrize("slack", [256, 3])  # 3: the live window moves to the cache's front, and it grows
-def test_continuous_batching_gives_the_tokens_of_static_batches(tiny_backend, monkeypatch, slack):
+@pytest.mark.parametrize("growth", [1.25, 1.0])  # 1.0: the cache grows again for every longer joiner
+def test_continuous_batching_gives_the_tokens_of_static_batches(tiny_backend, monkeypatch, growth):
     from factory.llm import decode
 
     assert tiny_backend.slots  # the tiny Llama is served by the slot decoder
-    monkeypatch.setattr(decode.Decoder, "slack", slack)
+    monkeypatch.setattr(decode.Decoder, "growth", growth)
     reqs = _mixed_requests()  # 11 requests through 3 slots: every slot is reused
     static = _answers(tiny_backend._static(reqs))
-    assert _answers(tiny_backend.generate(reqs)) == static
+    decoder = decode.Decoder(tiny_backend, reqs, None)
+    assert _answers(decoder.run()) == static
+    # the schema's keys and quotes were forced: fed in passes, never sampled one step each
+    assert decoder.forced >= 4 * 3 and decoder.fed <= sum(a[2] + a[3] for a in static)
     assert [_answers(tiny_backend._static([r]))[0] for r in reqs] == static  # and of each request alone
     assert len({a[3] for a in static}) > 3  # the answers really differ in length
+
+
+def test_bfloat16_weights_decode_over_a_float32_cache(tiny_path):
+    """Half-precision weights (the quickstart's setting on CPU) with keys and values kept in float32: each request
+    gets the tokens it gets alone, and schema requests still give schema-valid JSON."""
+    from factory.llm import decode
+    from factory.llm.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(str(tiny_path), batch_size=3, dtype="bfloat16")
+    assert backend.model.dtype == torch.bfloat16
+    reqs = _mixed_requests()
+    decoder = decode.Decoder(backend, reqs, None)
+    together = _answers(decoder.run())
+    assert decoder.cache.layers[0].keys.dtype == torch.float32
+    assert together == [_answers(backend.generate([r]))[0] for r in reqs]
+    parse = json_parser(SCHEMA)
+    for r, (text, finish, _, _) in zip(reqs, together):
+        if r.constraint is not None and finish == "stop":
+            assert parse(text)["state"] in ("NY", "WY")
 
 
 def test_follow_ups_join_the_running_batch(tiny_backend):

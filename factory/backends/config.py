@@ -24,7 +24,12 @@ class TransformersConfig(BackendConfig):
     """Hugging Face transformers on CPU or GPU: batched generation with chat templates, choice scoring."""
 
     type: Literal["transformers"] = "transformers"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights dtype; bfloat16 on CPU halves what a step reads (keys and values stay float32)"
+    )
+    jump_forward: bool = Field(
+        True, description="feed the text a grammar forces (JSON keys, enum tails) in one pass instead of sampling it"
+    )
     device: str | None = operational(None, description="'cpu', 'cuda', 'cuda:1'...; None picks the GPU if present")
     batch_size: int = operational(
         8, description="prompts per forward pass; higher is faster and uses more memory", ge=1

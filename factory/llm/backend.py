@@ -167,6 +167,7 @@ def load(config: Any, cache_path: Path | None = None) -> CachedBackend:
                 device=config.device,
                 batch_size=config.batch_size,
                 model_id=model_id,
+                jump_forward=config.jump_forward,
             )
         elif config.type == "openai":
             from factory.llm.openai_backend import OpenAIBackend

@@ -1,19 +1,26 @@
-"""Continuous batching for the transformers backend.
+"""Continuous batching for the transformers backend, with the grammar's forced tokens taken in one pass.
 
 A fixed number of slots decode together. When a row finishes, its slot takes the next waiting request at the next
 step, so batches stay full when answers differ in length, when retries and follow-up turns arrive in the middle of
 a run (`follow`), and at the tail.
 
-Keys and values live in a preallocated cache (`SlotCache`). Every forward pass writes its new column at `end` for
-all slots and attends to the window [start, end] through a per-slot mask, so neither a step nor a join copies the
-cache (a `DynamicCache` grows by concatenation and copies all of it every step). A joining request's prompt is
-prefilled on its own (the joiners of one step together, left padded), and its keys and values are copied into its
-slot so that the prompt ends at `end`. When the writes reach the end of the cache, the live columns move to its
-front; the cache grows only if the live window needs more room.
+Every forward pass is packed: the new tokens of all live rows form one sequence, each row contributing what it has
+pending: one sampled token while it decodes, its whole prompt when it joins, and the sampled token followed by the
+text its grammar forces ("jump-forward": after `{"AGE": 41, ` a JSON schema allows only `"SEX": "`). Those forced
+tokens cost a share of one pass instead of a decode step each; a table persona is mostly forced keys, quotes and
+enum tails. The linear layers see only real tokens, never padding. Forced text is tokenized the tokenizer's own
+way, so the model reads JSON as it was trained on, not split into odd pieces the grammar happened to allow.
 
-On CPU, attention runs through `scaled_dot_product_attention` with `enable_gqa` (registered with transformers as
-"factory_sdpa"). transformers' own sdpa path repeats the key/value heads whenever there is a mask, which on CPU
-costs more than the attention itself. Other devices use transformers' sdpa unchanged.
+Keys and values live in a preallocated cache (`SlotCache`): slot s holds its row's sequence in columns
+[0, length), and a pass writes each token at its own position. Attention (`_packed_attention`) gives each row's
+last token one batched call over all slots with a per-slot mask, and each row's earlier new tokens (a prompt, forced
+text) a causal call of their own over that row's columns, a view of the cache. A row that joins as the follow-up
+of a finished one (a retry has the same prompt, a conversation's next turn starts with the last turn and its reply)
+copies the keys and values of the prefix it shares with it and runs only the rest.
+
+On CPU every call is `scaled_dot_product_attention` with `enable_gqa`: transformers' own sdpa path repeats the
+key/value heads whenever there is a mask, which on CPU costs more than the attention itself. Outside the decoder
+(scoring, the static fallback), "factory_sdpa" is transformers' sdpa with that one change on CPU.
 
 Each request keeps its own `torch.Generator` (seeded from the request) and its own grammar matcher, so its tokens
 do not depend on which requests share its steps, up to floating-point effects of the batch's shape. The schedule is
@@ -40,6 +47,9 @@ ATTENTION = "factory_sdpa"
 
 
 def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    packed = kwargs.get("packed")
+    if packed is not None:
+        return _packed_attention(query, key, value, packed, scaling)
     if query.device.type != "cpu" or kwargs.get("position_bias") is not None or query.shape[1] == key.shape[1]:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
@@ -71,6 +81,40 @@ def supports_slots(model: Any, longest: int | None = None) -> bool:
     return True
 
 
+@dataclass
+class _Packed:
+    """One pass's layout: the new tokens of every live row, packed into one sequence."""
+
+    slot: torch.Tensor  # [N] each token's slot
+    column: torch.Tensor  # [N] its cache column, which is also its position
+    last: torch.Tensor  # [live] the packed index of each live row's last token
+    live: torch.Tensor  # [live] those rows' slots
+    mask: torch.Tensor  # [slots, 1, 1, width]: the columns each slot's last token attends to
+    runs: list[tuple[int, int, torch.Tensor]]  # (slot, packed index, causal mask [k, columns]) of earlier tokens
+
+
+def _packed_attention(query, key, value, p: _Packed, scaling):
+    """query [1, heads, N, dim] (the packed tokens); key, value [slots, kv_heads, capacity, dim] (the whole cache,
+    already holding this pass's tokens). Returns [1, N, heads, dim]."""
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    q = query[0].to(key.dtype)
+    heads, n, dim = q.shape
+    width = p.mask.shape[-1]
+    out = q.new_empty((n, heads, dim))
+    last = q.new_zeros((key.shape[0], heads, 1, dim))  # idle slots ask with zeros and are not read
+    last[p.live, :, 0] = q[:, p.last].transpose(0, 1)
+    o = sdpa(last, key[:, :, :width], value[:, :, :width], attn_mask=p.mask, scale=scaling, enable_gqa=True)
+    out[p.last] = o[p.live, :, 0]
+    for s, i, mask in p.runs:
+        k, columns = mask.shape[-2:]
+        o = sdpa(
+            q[None, :, i : i + k], key[s : s + 1, :, :columns], value[s : s + 1, :, :columns], attn_mask=mask,
+            scale=scaling, enable_gqa=True,
+        )  # fmt: skip
+        out[i : i + k] = o[0].transpose(0, 1)
+    return out[None].to(query.dtype), None
+
+
 class _SlotLayer(CacheLayerMixin):
     def __init__(self, owner: SlotCache, keys: torch.Tensor, values: torch.Tensor):
         super().__init__()
@@ -80,26 +124,27 @@ class _SlotLayer(CacheLayerMixin):
         raise AssertionError("slot cache layers are allocated up front")
 
     def update(self, key_states, value_states, *args, **kwargs):
-        start, end, t = self.owner.start, self.owner.end, key_states.shape[-2]
-        self.keys[:, :, end : end + t] = key_states
-        self.values[:, :, end : end + t] = value_states
-        return self.keys[:, :, start : end + t], self.values[:, :, start : end + t]
+        p = self.owner.packed
+        self.keys[p.slot, :, p.column] = key_states[0].transpose(0, 1).to(self.keys.dtype)
+        self.values[p.slot, :, p.column] = value_states[0].transpose(0, 1).to(self.values.dtype)
+        return self.keys, self.values
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.owner.end - self.owner.start + query_length, 0
+        return self.owner.packed.mask.shape[-1], 0
 
     def get_seq_length(self) -> int:
-        return self.owner.end - self.owner.start
+        return 0  # positions are given with every pass
 
     def get_max_length(self) -> int:
         return self.keys.shape[2]
 
 
 class SlotCache(Cache):
-    """Keys and values of `slots` rows in preallocated tensors [slots, kv_heads, capacity, head_dim] per layer."""
+    """Keys and values of `slots` rows in preallocated tensors [slots, kv_heads, capacity, head_dim] per layer; a
+    row's sequence sits in columns [0, length)."""
 
     def __init__(self, shapes: list[tuple[int, int, int]], slots: int, capacity: int, dtype, device):
-        self.start = self.end = 0
+        self.packed: _Packed | None = None  # the layout of the pass in progress
         layers = [
             _SlotLayer(
                 self,
@@ -114,21 +159,16 @@ class SlotCache(Cache):
     def capacity(self) -> int:
         return self.layers[0].keys.shape[2]
 
-    def remap(self, rows: torch.Tensor | None, slots: int, capacity: int, shift: int) -> None:
-        """Rebuild with `slots` rows and `capacity` columns: old rows `rows` (all when None) become rows 0..k-1, and
-        columns [shift, end) move to [0, end - shift)."""
+    def remap(self, rows: torch.Tensor | None, slots: int, capacity: int, used: int) -> None:
+        """Rebuild with `slots` rows and `capacity` columns: old rows `rows` (all when None) become rows 0..k-1,
+        with their first `used` columns."""
         for layer in self.layers:
             for name in ("keys", "values"):
                 old = getattr(layer, name)
-                if rows is None and slots == old.shape[0] and capacity == old.shape[2]:
-                    live = old[:, :, shift : self.end].clone()
-                    old[:, :, : self.end - shift] = live
-                    continue
                 new = old.new_zeros((slots, old.shape[1], capacity, old.shape[3]))
                 taken = old if rows is None else old[rows]
-                new[: taken.shape[0], :, : self.end - shift] = taken[:, :, shift : self.end]
+                new[: taken.shape[0], :, :used] = taken[:, :, :used]
                 setattr(layer, name, new)
-        self.start, self.end = max(self.start - shift, 0), self.end - shift
 
 
 @dataclass
@@ -141,9 +181,9 @@ class _Row:
     admitted: float = field(default_factory=time.perf_counter)
     tokens: list[int] = field(default_factory=list)
     finish: str = "length"
-    first: int = 0  # the cache column of its first prompt token
-    position: int = 0  # the position id of its next input token
-    next_input: int = 0
+    length: int = 0  # tokens in the cache (continuous batching)
+    pending: list[int] = field(default_factory=list)  # tokens to feed next: the prompt, or a sampled token and the
+    forced: int = 0  # tokens its grammar forced                               # text its grammar then forces
 
     @property
     def prompt_len(self) -> int:
@@ -154,7 +194,7 @@ class Decoder:
     """One run of continuous batching over `requests` (and the follow-ups `follow` returns) with a backend's
     model, tokenizer, sampler and grammar matchers."""
 
-    slack = 256  # spare cache columns past the longest row: the live window moves to the front at most this often
+    growth = 1.25  # a cache too short for a joiner grows at least this much
     min_reuse = 16  # shared prompt tokens worth reusing from a parent
 
     def __init__(self, backend: Any, requests: list[GenerationRequest], follow: Follow | None):
@@ -165,10 +205,12 @@ class Decoder:
         self.results: dict[int, GenerationResult] = {}
         self.rows: list[_Row | None] = []
         self.cache: SlotCache | None = None
-        self.valid: torch.Tensor | None = None  # [slots, capacity]: which columns each row attends to
         self.bitmask = None
         self.parents: dict[int, tuple[list[int], list]] = {}  # follow-up -> its parent's tokens, keys and values
-        self.reused_tokens = 0  # prompt tokens whose keys and values came from a parent rather than a prefill
+        self.reused_tokens = 0  # prompt tokens whose keys and values came from a parent rather than a pass
+        self.steps = 0  # forward passes
+        self.fed = 0  # tokens through the model
+        self.forced = 0  # answer tokens a grammar forced (fed in passes, never sampled)
 
     # --- the run -------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -178,8 +220,8 @@ class Decoder:
             if self.queue and len(self.rows) < self.b.batch_size and len(free) < len(self.queue):
                 self._resize(min(self.b.batch_size, len(self.rows) - len(free) + len(self.queue)))
                 free = [s for s, r in enumerate(self.rows) if r is None]
-            if self.queue and free:
-                self._admit([self.queue.popleft() for _ in range(min(len(free), len(self.queue)))], free)
+            for s in free[: len(self.queue)]:
+                self._admit(self.queue.popleft(), s)
             live = sum(r is not None for r in self.rows)
             if live and not self.queue and live <= len(self.rows) // 2:
                 self._resize(live)  # the tail: finished rows leave rather than pad every step
@@ -187,68 +229,23 @@ class Decoder:
                 self._step()
         return [self.results[i] for i in range(len(self.requests))]
 
-    def _admit(self, indices: list[int], free: list[int]) -> None:
-        """Prefill the joiners together and copy their keys and values into free slots so that every prompt ends
-        at `end`; each one's first token comes from the prefill's last logits.
-
-        A follow-up whose prompt starts with its parent's tokens (a retry has the same prompt, a conversation's next
-        turn has the last turn and its reply) reuses the parent's keys and values for that prefix and prefills
-        only the rest. The prefill batch is [reused parts, left padded | the rest, left padded]; in its slot each
-        prompt is whole again, ending at `end`."""
+    def _admit(self, index: int, slot: int) -> None:
+        """Put a request in a free slot: its prompt is pending, after the prefix it may share with its parent,
+        whose keys and values are copied in."""
         b = self.b
-        prompts = [b.prompt_ids(self.requests[i].message_dicts()) for i in indices]
-        rows = [new_row(b, i, self.requests[i], p) for i, p in zip(indices, prompts)]
-        reused = [self._reusable(i, p) for i, p in zip(indices, prompts)]
-        lengths = [0 if kv is None else kv[0][0].shape[1] for kv in reused]
-        head = max(lengths)
-        tails = [p[k:] for p, k in zip(prompts, lengths)]
-        width = max(len(t) for t in tails)
-        ids = torch.full((len(rows), width), b.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), head + width), dtype=torch.long)
-        positions = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, (tail, k) in enumerate(zip(tails, lengths)):
-            ids[j, width - len(tail) :] = torch.tensor(tail)
-            mask[j, head - k : head] = 1
-            mask[j, head + width - len(tail) :] = 1
-            positions[j, width - len(tail) :] = torch.arange(k, k + len(tail))
-        ids, mask, positions = ids.to(b.device), mask.to(b.device), positions.to(b.device)
-        past = None
-        if head:
-            past = DynamicCache()
-            for layer, kvs in enumerate(zip(*[kv or [None] * len(self.cache.layers) for kv in reused])):
-                keys, values = self._stack(kvs, lengths, head)
-                past.update(keys, values, layer)
-        out = b.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True,
-            logits_to_keep=1,
-        )  # fmt: skip
-        past = out.past_key_values
-        block = max(len(p) for p in prompts)  # each prompt lands whole, reused part then the rest, ending at `end`
-        longest = block + max(r.request.sampling.max_tokens for r in rows)
-        if self.cache is None:
-            self.rows = [None] * len(free)
-            shapes = [(la.keys.shape[1], la.keys.shape[3], la.values.shape[3]) for la in past.layers]
-            k = past.layers[0].keys
-            self.cache = SlotCache(shapes, len(free), longest + self.slack, k.dtype, k.device)
-            self.valid = torch.zeros((len(free), self.cache.capacity), dtype=torch.bool, device=b.device)
-            self.cache.start = self.cache.end = block
-        self._room(max(self.cache.end, block) + 1, longest)
-        c = self.cache
-        c.end = end = max(c.end, block)
-        slots = free[: len(rows)]
-        for mine, theirs in zip(c.layers, past.layers):
-            for j, (s, k, tail) in enumerate(zip(slots, lengths, tails)):
-                t = len(tail)
-                for dst, src in ((mine.keys, theirs.keys), (mine.values, theirs.values)):
-                    dst[s, :, end - t - k : end - t] = src[j, :, head - k : head]
-                    dst[s, :, end - t : end] = src[j, :, head + width - t :]
-        for s, row in zip(slots, rows):
-            self.valid[s] = False
-            self.valid[s, end - row.prompt_len : end] = True
-            row.first, row.position = end - row.prompt_len, row.prompt_len
-            self.rows[s] = row
-        self.reused_tokens += sum(lengths)
-        self._sample(out.logits[:, -1, :], list(zip(range(len(rows)), slots)))
+        request = self.requests[index]
+        prompt = b.prompt_ids(request.message_dicts())
+        row = new_row(b, index, request, prompt)
+        self._reserve(len(prompt) + request.sampling.max_tokens)
+        reused = self._reusable(index, prompt)
+        if reused is not None:
+            for layer, (k, v) in zip(self.cache.layers, reused):
+                layer.keys[slot, :, : k.shape[1]] = k
+                layer.values[slot, :, : v.shape[1]] = v
+            row.length = reused[0][0].shape[1]
+            self.reused_tokens += row.length
+        row.pending = prompt[row.length :]
+        self.rows[slot] = row
 
     def _reusable(self, index: int, prompt: list[int]):
         """The parent's keys and values for the tokens this prompt shares with it (at least `min_reuse`, and
@@ -263,35 +260,44 @@ class Decoder:
             return None
         return [(k[:, :shared], v[:, :shared]) for k, v in kv]
 
-    @staticmethod
-    def _stack(kvs, lengths: list[int], head: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One layer's reused keys and values for the joiners, right aligned in `head` columns."""
-        k0, v0 = next(kv for kv in kvs if kv is not None)
-        keys = k0.new_zeros((len(kvs), k0.shape[0], head, k0.shape[2]))
-        values = v0.new_zeros((len(kvs), v0.shape[0], head, v0.shape[2]))
-        for j, (kv, k) in enumerate(zip(kvs, lengths)):
-            if kv is not None:
-                keys[j, :, head - k :], values[j, :, head - k :] = kv
-        return keys, values
-
     def _step(self) -> None:
+        """One packed pass over every live row's pending tokens, then a token sampled for each."""
         b, c = self.b, self.cache
-        self._room(c.end + 1, 0)
         live = [(s, r) for s, r in enumerate(self.rows) if r is not None]
-        c.start = min(r.first for _, r in live)
-        pad = b.tokenizer.pad_token_id
-        ids = torch.tensor([[r.next_input if r else pad] for r in self.rows], device=b.device)
-        positions = torch.tensor([[r.position if r else 0] for r in self.rows], device=b.device)
-        self.valid[:, c.end] = True  # each row's new column (a finished row's too: no row attends to nothing)
-        mask = self.valid[:, c.start : c.end + 1][:, None, None, :]
-        out = b.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=c, use_cache=True,
-            logits_to_keep=1,
+        ids: list[int] = []
+        columns: list[int] = []
+        slots: list[int] = []
+        last: list[int] = []
+        runs: list[tuple[int, int, torch.Tensor]] = []
+        lengths = [1] * len(self.rows)  # an idle slot attends to one column: no row of the mask is empty
+        for s, r in live:
+            k, start = len(r.pending), r.length
+            if k > 1:  # its earlier tokens: causal over the row's own columns
+                mask = torch.arange(start + k - 1)[None, :] <= torch.arange(start, start + k - 1)[:, None]
+                runs.append((s, len(ids), mask[None, None].to(b.device)))
+            ids += r.pending
+            columns += range(start, start + k)
+            slots += [s] * k
+            last.append(len(ids) - 1)
+            lengths[s] = start + k
+        width = max(lengths)
+        mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+        as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=b.device)  # noqa: E731
+        c.packed = packed = _Packed(
+            as_tensor(slots), as_tensor(columns), as_tensor(last), as_tensor([s for s, _ in live]),
+            mask[:, None, None, :].to(b.device), runs,
         )  # fmt: skip
-        c.end += 1
+        out = b.model(
+            input_ids=as_tensor(ids)[None], position_ids=packed.column[None], attention_mask=packed.mask,
+            past_key_values=c, use_cache=True, logits_to_keep=packed.last, packed=packed,
+        )  # fmt: skip
+        c.packed = None
+        self.steps += 1
+        self.fed += len(ids)
         for _, r in live:
-            r.position += 1
-        self._sample(out.logits[:, -1, :], [(s, s) for s, _ in live])
+            r.length += len(r.pending)
+            r.pending = []
+        self._sample(out.logits[0], [(j, s) for j, (s, _) in enumerate(live)])
 
     def _sample(self, logits: torch.Tensor, at: list[tuple[int, int]]) -> None:
         """Sample the next token of slot s from logits row j, for each (j, s) in `at`; finished rows leave."""
@@ -309,43 +315,46 @@ class Decoder:
             )  # fmt: skip
         for j, s in at:
             row = self.rows[s]
-            token = sample(logits[j], row.request, row.generator)
-            if accept(self.b, row, token):
+            if accept(self.b, row, sample(logits[j], row.request, row.generator)):
                 self._finish(s)
-            else:
-                row.next_input = token
 
     def _finish(self, slot: int) -> None:
         row = self.rows[slot]
         self.rows[slot] = None
+        self.forced += row.forced
         self.results[row.index] = result(self.b, row, time.perf_counter() - row.admitted)
         more = self.follow(row.index, self.results[row.index]) if self.follow is not None else []
         if more:  # its follow-ups may start with its tokens: keep their keys and values until they join
-            columns = self.valid[slot].nonzero().squeeze(-1)
-            seq = (row.prompt + row.tokens)[: len(columns)]
-            kv = [(la.keys[slot][:, columns], la.values[slot][:, columns]) for la in self.cache.layers]
+            n = row.length
+            seq = (row.prompt + row.tokens)[:n]
+            kv = [(la.keys[slot, :, :n].clone(), la.values[slot, :, :n].clone()) for la in self.cache.layers]
+        fresh = []
         for request in more:
             self.parents[len(self.requests)] = (seq, kv)
-            self.queue.append(len(self.requests))
+            fresh.append(len(self.requests))
             self.requests.append(request)
-        self.valid[slot] = False
+        self.queue.extendleft(reversed(fresh))  # a follow-up is the next link of a chain: it goes first
 
     # --- room in the cache ---------------------------------------------------------------------------------
-    def _room(self, end: int, longest: int) -> None:
-        """Make the cache hold writes up to column `end` (exclusive), compacting the live columns to the front and
-        growing it when the live window still does not fit; `longest` is a joiner's prompt plus answer."""
-        c = self.cache
-        if end <= c.capacity:
-            return
-        live = [r.first for r in self.rows if r is not None]
-        shift = min(live) if live else c.end
-        need = end - shift
-        capacity = c.capacity if need <= c.capacity else max(need, longest) + self.slack
-        c.remap(None, len(self.rows), capacity, shift)
-        self.valid = self._moved(self.valid, None, len(self.rows), capacity, shift, c.end + shift)
-        for r in self.rows:
-            if r is not None:
-                r.first -= shift
+    def _reserve(self, need: int) -> None:
+        """Make room for a sequence of `need` tokens (prompt and answer): allocate the cache on first use, with
+        each layer's shapes from a one-token pass, and grow it when a joiner needs more."""
+        if self.cache is None:
+            probe = self.b.model(
+                input_ids=torch.tensor([[self.b.tokenizer.pad_token_id]], device=self.b.device),
+                past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1,
+            ).past_key_values  # fmt: skip
+            shapes = [(la.keys.shape[1], la.keys.shape[3], la.values.shape[3]) for la in probe.layers]
+            k = probe.layers[0].keys
+            # on CPU, attention over a half-precision cache is several times slower than over float32
+            dtype = torch.float32 if k.device.type == "cpu" else k.dtype
+            self.cache = SlotCache(shapes, len(self.rows), need, dtype, k.device)
+        elif need > self.cache.capacity:
+            capacity = max(need, int(self.cache.capacity * self.growth))
+            self.cache.remap(None, len(self.rows), capacity, self._used())
+
+    def _used(self) -> int:
+        return max((r.length for r in self.rows if r is not None), default=0)
 
     def _resize(self, slots: int) -> None:
         """Change the number of slots; live rows move to the first ones."""
@@ -354,17 +363,8 @@ class Decoder:
             return
         keep = [s for s, r in enumerate(self.rows) if r is not None]
         index = torch.tensor(keep, dtype=torch.long, device=self.b.device)
-        end = self.cache.end
-        self.cache.remap(index, slots, self.cache.capacity, 0)
-        self.valid = self._moved(self.valid, index, slots, self.cache.capacity, 0, end)
+        self.cache.remap(index, slots, self.cache.capacity, self._used())
         self.rows = [self.rows[s] for s in keep] + [None] * (slots - len(keep))
-
-    @staticmethod
-    def _moved(valid, rows, slots, capacity, shift, end) -> torch.Tensor:
-        new = torch.zeros((slots, capacity), dtype=torch.bool, device=valid.device)
-        taken = valid if rows is None else valid[rows]
-        new[: taken.shape[0], : end - shift] = taken[:, shift:end]
-        return new
 
 
 # --- one row's tokens (shared with the static-batch loop) --------------------------------------------------
@@ -376,7 +376,8 @@ def new_row(backend: Any, index: int, request: GenerationRequest, prompt: list[i
 
 
 def accept(backend: Any, row: _Row, token: int) -> bool:
-    """Take a sampled token; True when the row is finished (its `finish` says why)."""
+    """Take a sampled token, and then the text its grammar forces (`forced_tokens`); True when the row is finished
+    (its `finish` says why). What the model must read next is left in `row.pending`."""
     m = row.matcher
     if m is not None:
         m.accept_token(token)
@@ -386,13 +387,37 @@ def accept(backend: Any, row: _Row, token: int) -> bool:
             row.tokens.append(token)
         return True
     row.tokens.append(token)
-    stop = row.request.sampling.stop
+    row.pending = [token]
     if len(row.tokens) >= row.request.sampling.max_tokens:
         return True
+    for t in forced_tokens(backend, m):
+        if not m.accept_token(t):  # never for the grammar's own forced text; stop forcing if it happens
+            break
+        row.tokens.append(t)
+        row.pending.append(t)
+        row.forced += 1
+        if len(row.tokens) >= row.request.sampling.max_tokens:
+            return True
+    stop = row.request.sampling.stop
     if stop and any(s in backend.tokenizer.decode(row.tokens[-16:], skip_special_tokens=True) for s in stop):
         row.finish = "stop"
         return True
     return False
+
+
+def forced_tokens(backend: Any, matcher: Any) -> list[int]:
+    """The tokens of the text the grammar allows as the only continuation (none without a grammar), tokenized as
+    the tokenizer would; empty when that text does not round-trip through the tokenizer on its own."""
+    if matcher is None or not backend.jump_forward:
+        return []
+    text = matcher.find_jump_forward_string()
+    if not text:
+        return []
+    known = backend._forced
+    if text not in known:
+        ids = backend.tokenizer.encode(text, add_special_tokens=False)
+        known[text] = ids if backend.tokenizer.decode(ids) == text else []
+    return known[text]
 
 
 def result(backend: Any, row: _Row, seconds: float) -> GenerationResult:

@@ -35,6 +35,7 @@ class TransformersBackend:
         device: str | None = None,
         batch_size: int = 8,
         model_id: str | None = None,
+        jump_forward: bool = True,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -59,6 +60,8 @@ class TransformersBackend:
         self.slots = decode.supports_slots(self.model)  # continuous batching; else static batches
         self._grammar = None
         self._compiled: dict[Constraint, Any] = {}
+        self.jump_forward = jump_forward  # feed the text a grammar forces in one pass (`decode.forced_tokens`)
+        self._forced: dict[str, list[int]] = {}  # text a grammar forces -> its tokens
 
     def _eos_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -117,7 +120,8 @@ class TransformersBackend:
     @torch.inference_mode()
     def _generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """One left-padded batch decoded until its last row finishes (finished rows leave the batch): the path for
-        models the slot decoder cannot serve (sliding-window or non-attention layers)."""
+        models the slot decoder cannot serve (sliding-window or non-attention layers). Tokens a grammar forces are
+        fed one per step, so a row's tokens are those the slot decoder gives it."""
         started = time.perf_counter()
         prompts = [self.prompt_ids(r.message_dicts()) for r in requests]
         n = len(requests)
@@ -151,24 +155,28 @@ class TransformersBackend:
             logits = out.logits[:, -1, :].float().cpu()
             if bitmask is not None:
                 xgr, info, _ = self._compiler()
-                constrained = [j for j, i in enumerate(active) if rows[i].matcher is not None]
+                sampling = [j for j, i in enumerate(active) if len(rows[i].pending) <= 1]  # forced rows do not sample
+                constrained = [j for j in sampling if rows[active[j]].matcher is not None]
                 for j in constrained:
                     rows[active[j]].matcher.fill_next_token_bitmask(bitmask, j)
                 if constrained:
                     xgr.apply_token_bitmask_inplace(logits, bitmask, vocab_size=info.vocab_size, indices=constrained)
             next_tokens, keep = [], []
             for j, i in enumerate(active):
-                token = decode.sample(logits[j], requests[i], rows[i].generator)
-                next_tokens.append(token)
-                if not decode.accept(self, rows[i], token):
-                    keep.append(j)
-            step_ids = torch.tensor(next_tokens, device=self.device)[:, None]
+                row = rows[i]
+                if row.pending:  # forced tokens are fed one per step here, without sampling
+                    row.pending.pop(0)
+                if not row.pending and decode.accept(self, row, decode.sample(logits[j], requests[i], row.generator)):
+                    continue
+                next_tokens.append(row.pending[0])
+                keep.append(j)
+            step_ids = torch.tensor(next_tokens, dtype=torch.long, device=self.device)[:, None]  # the kept rows'
             step_pos = step_pos[:, -1:] + 1
             attn = torch.cat([attn, torch.ones((len(active), 1), dtype=attn.dtype, device=self.device)], dim=1)
             if len(keep) < len(active):  # finished rows leave the batch: no more compute spent on them
                 index = torch.tensor(keep, device=self.device, dtype=torch.long)
                 past.batch_select_indices(index)
-                step_ids, step_pos, attn = step_ids[index], step_pos[index], attn[index]
+                step_pos, attn = step_pos[index], attn[index]
                 active = [active[j] for j in keep]
         seconds = (time.perf_counter() - started) / n
         return [decode.result(self, row, seconds) for row in rows]

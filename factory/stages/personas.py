@@ -37,7 +37,8 @@ from factory.options import DataFile, Options, StageOptions
 from factory.personas import styles as style_defs
 from factory.stage import StageContext, StageOutput, rows_dataset
 
-VERSION = 1
+VERSION = 2  # 2: descriptive answers capped at 3 tokens a word asked
+DESCRIPTIVE_TOKENS_PER_WORD = 3  # a descriptive persona's token limit per word asked
 INPUTS = (1, 1)
 PROMPTS = [
     "personas/system.jinja",
@@ -66,7 +67,10 @@ class Options(StageOptions):
     temperature: float = Field(0.8, ge=0, le=2, description="the study used 0.8")
     top_p: float = Field(0.9, gt=0, le=1, description="the study used 0.9")
     max_tokens: int = Field(400, ge=16, le=8192, description="per answer; longer answers are failures")
-    descriptive_words: int = Field(120, ge=10, le=2000, description="length asked of descriptive personas")
+    descriptive_words: int = Field(
+        120, ge=10, le=2000,
+        description="length asked of descriptive personas; one over 3 tokens a word (or max_tokens) is truncated",
+    )  # fmt: skip
     reflection_turns: int = Field(2, ge=1, le=8, description="reflective style: turns before the profile")
     max_retries: int = Field(2, ge=0, le=10, description="re-asks with a fresh seed before a row is a failure")
 
@@ -231,8 +235,10 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
 
     turn_path = builtin("personas/reflective_turn.jinja")
     # Every style's request for every person goes to the backend in one run, and each reflective conversation's
-    # next turn joins it as soon as the turn before is in, so its batches stay full to the end.
+    # next turn joins it as soon as the turn before is in, so its batches stay full to the end. Conversations are
+    # queued first: their turns run one after another, so they start before the one-shot styles.
     jobs: list[Job] = []
+    chains: list[Job] = []
     facts = [style_defs.facts(p, names) for p in people]
     for style in options.styles:
         if style in ("objective_table", "subjective_table") or (
@@ -262,7 +268,13 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                 if style == "descriptive"
                 else options.templates[style].template.resolved
             )
-            max_tokens = options.templates[style].max_tokens if style in options.templates else None
+            # a portrait over twice the asked length (English runs ~1.3 tokens a word) ignored the ask: cut it there
+            # rather than let it run to max_tokens, then again on each retry
+            max_tokens = (
+                options.templates[style].max_tokens
+                if style in options.templates
+                else min(options.max_tokens, DESCRIPTIVE_TOKENS_PER_WORD * options.descriptive_words)
+            )
             for p, f in zip(people, facts):
                 user = render(path, facts=f, max_words=options.descriptive_words)
                 req = GenerationRequest.chat(
@@ -271,8 +283,8 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                 )
                 jobs.append(Job(req, text_parser(20), lambda v, p=p, style=style: record(style, p, v, False)))
         else:  # reflective: turns in one growing conversation per person, then the profile
-            jobs += [reflective(p, f, 1, [{"role": "system", "content": system}]) for p, f in zip(people, facts)]
-    run_jobs(client, jobs, options.max_retries)
+            chains += [reflective(p, f, 1, [{"role": "system", "content": system}]) for p, f in zip(people, facts)]
+    run_jobs(client, chains + jobs, options.max_retries)
     # answers finish in the order the batch frees them: rows go out by person, then style, as the recipe lists them
     rank = {p["person_id"]: k for k, p in enumerate(people)}
     styles_rank = {s: k for k, s in enumerate(options.styles)}
