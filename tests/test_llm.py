@@ -176,6 +176,24 @@ def test_follow_ups_reuse_their_parent_s_keys_and_values(tiny_backend):
     assert _answers(results) == _answers(tiny_backend._static(decoder.requests))
 
 
+def test_requests_that_share_a_prefix_compute_it_once(tiny_backend):
+    """One person's styles share their facts: a joiner copies those keys and values from a slot that holds them
+    (waiting a pass when the holder joins in the same round), and answers as if it had computed them."""
+    from factory.llm.decode import Decoder
+
+    facts = {"role": "user", "content": "Facts about a person: age 41, state NY, teacher. " * 4}
+    reqs = [
+        GenerationRequest.chat([facts, {"role": "assistant", "content": "ok"}, {"role": "user", "content": ask}],
+                               Sampling(temperature=1.0, max_tokens=6 + i, seed=i))
+        for i, ask in enumerate(["table", "portrait", "summary", "profile", "story"])
+    ]  # fmt: skip
+    shared = len(tiny_backend.prompt_ids([facts]))
+    decoder = Decoder(tiny_backend, reqs, None)
+    results = decoder.run()
+    assert decoder.reused_tokens >= 4 * (shared - 8)  # all but the first copy (nearly) the whole facts message
+    assert _answers(results) == _answers(tiny_backend._static(reqs))
+
+
 def test_static_batches_run_follow_ups_in_rounds(tiny_backend, monkeypatch):
     from transformers import LlamaConfig
 

@@ -34,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AttentionInterface
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
@@ -195,7 +196,7 @@ class Decoder:
     model, tokenizer, sampler and grammar matchers."""
 
     growth = 1.25  # a cache too short for a joiner grows at least this much
-    min_reuse = 16  # shared prompt tokens worth reusing from a parent
+    min_reuse = 16  # shared prompt tokens worth copying (or waiting a pass for)
 
     def __init__(self, backend: Any, requests: list[GenerationRequest], follow: Follow | None):
         self.b = backend
@@ -206,8 +207,9 @@ class Decoder:
         self.rows: list[_Row | None] = []
         self.cache: SlotCache | None = None
         self.bitmask = None
-        self.parents: dict[int, tuple[list[int], list]] = {}  # follow-up -> its parent's tokens, keys and values
-        self.reused_tokens = 0  # prompt tokens whose keys and values came from a parent rather than a pass
+        self.resident: list[list[int]] = []  # a free slot's tokens whose keys and values it still holds
+        self.prompts: dict[int, list[int]] = {}  # a request's prompt tokens, once tokenized
+        self.reused_tokens = 0  # prompt tokens whose keys and values were copied or kept rather than computed
         self.steps = 0  # forward passes
         self.fed = 0  # tokens through the model
         self.forced = 0  # answer tokens a grammar forced (fed in passes, never sampled)
@@ -220,8 +222,8 @@ class Decoder:
             if self.queue and len(self.rows) < self.b.batch_size and len(free) < len(self.queue):
                 self._resize(min(self.b.batch_size, len(self.rows) - len(free) + len(self.queue)))
                 free = [s for s, r in enumerate(self.rows) if r is None]
-            for s in free[: len(self.queue)]:
-                self._admit(self.queue.popleft(), s)
+            if self.queue and free:
+                self._admit(free)
             live = sum(r is not None for r in self.rows)
             if live and not self.queue and live <= len(self.rows) // 2:
                 self._resize(live)  # the tail: finished rows leave rather than pad every step
@@ -229,36 +231,63 @@ class Decoder:
                 self._step()
         return [self.results[i] for i in range(len(self.requests))]
 
-    def _admit(self, index: int, slot: int) -> None:
-        """Put a request in a free slot: its prompt is pending, after the prefix it may share with its parent,
-        whose keys and values are copied in."""
-        b = self.b
+    def _admit(self, free: list[int]) -> None:
+        """Put waiting requests in free slots, each with its prompt pending after the longest prefix it shares with
+        what a slot holds: a live row, or the last row of a free slot (a retry has its parent's prompt, a next turn
+        starts with the last turn and its reply, and one person's styles share their facts). Those keys and values
+        are copied in, or kept where the joiner takes that very slot. A request that shares more with a prompt
+        joining in this round waits one pass for it."""
+        joining: list[list[int]] = []
+        waiting: list[int] = []
+        while free and self.queue:
+            index = self.queue.popleft()
+            prompt = self._prompt(index)
+            source, shared = max(((s, self._shared(prompt, self._held(s))) for s in range(len(self.rows))),
+                                 key=lambda x: x[1], default=(None, 0))  # fmt: skip
+            later = max((self._shared(prompt, p) for p in joining), default=0)
+            if later >= shared + self.min_reuse:
+                waiting.append(index)
+                continue
+            if shared < self.min_reuse:
+                source, shared = None, 0
+            slot = source if source in free else min(free, key=lambda s: len(self.resident[s]))
+            free.remove(slot)
+            self._place(index, slot, prompt, source, shared)
+            joining.append(prompt)
+        self.queue.extendleft(reversed(waiting))
+
+    def _place(self, index: int, slot: int, prompt: list[int], source: int | None, shared: int) -> None:
         request = self.requests[index]
-        prompt = b.prompt_ids(request.message_dicts())
-        row = new_row(b, index, request, prompt)
+        row = new_row(self.b, index, request, prompt)
         self._reserve(len(prompt) + request.sampling.max_tokens)
-        reused = self._reusable(index, prompt)
-        if reused is not None:
-            for layer, (k, v) in zip(self.cache.layers, reused):
-                layer.keys[slot, :, : k.shape[1]] = k
-                layer.values[slot, :, : v.shape[1]] = v
-            row.length = reused[0][0].shape[1]
-            self.reused_tokens += row.length
-        row.pending = prompt[row.length :]
+        if source is not None and source != slot:
+            for layer in self.cache.layers:
+                layer.keys[slot, :, :shared] = layer.keys[source, :, :shared]
+                layer.values[slot, :, :shared] = layer.values[source, :, :shared]
+        row.length = shared
+        row.pending = prompt[shared:]
+        self.reused_tokens += shared
+        self.resident[slot] = []
         self.rows[slot] = row
 
-    def _reusable(self, index: int, prompt: list[int]):
-        """The parent's keys and values for the tokens this prompt shares with it (at least `min_reuse`, and
-        never the whole prompt: its last token must run to give the first logits), or None."""
-        parent = self.parents.pop(index, None)
-        if parent is None:
-            return None
-        seq, kv = parent
-        n = min(len(seq), len(prompt) - 1)
-        shared = next((j for j in range(n) if seq[j] != prompt[j]), n)
-        if shared < self.min_reuse:
-            return None
-        return [(k[:, :shared], v[:, :shared]) for k, v in kv]
+    def _prompt(self, index: int) -> list[int]:
+        if index not in self.prompts:
+            self.prompts[index] = self.b.prompt_ids(self.requests[index].message_dicts())
+        return self.prompts[index]
+
+    def _held(self, slot: int) -> list[int]:
+        """The tokens whose keys and values slot `slot` holds, in columns [0, len)."""
+        row = self.rows[slot]
+        return self.resident[slot] if row is None else (row.prompt + row.tokens)[: row.length]
+
+    @staticmethod
+    def _shared(prompt: list[int], held: list[int]) -> int:
+        """Leading tokens `prompt` shares with `held`, never all of it: its last token must run to give logits."""
+        n = min(len(prompt) - 1, len(held))
+        if n <= 0:
+            return 0
+        differ = np.flatnonzero(np.asarray(prompt[:n]) != np.asarray(held[:n]))
+        return int(differ[0]) if len(differ) else n
 
     def _step(self) -> None:
         """One packed pass over every live row's pending tokens, then a token sampled for each."""
@@ -323,16 +352,10 @@ class Decoder:
         self.rows[slot] = None
         self.forced += row.forced
         self.results[row.index] = result(self.b, row, time.perf_counter() - row.admitted)
+        self.resident[slot] = (row.prompt + row.tokens)[: row.length]  # until another row takes the slot
         more = self.follow(row.index, self.results[row.index]) if self.follow is not None else []
-        if more:  # its follow-ups may start with its tokens: keep their keys and values until they join
-            n = row.length
-            seq = (row.prompt + row.tokens)[:n]
-            kv = [(la.keys[slot, :, :n].clone(), la.values[slot, :, :n].clone()) for la in self.cache.layers]
-        fresh = []
-        for request in more:
-            self.parents[len(self.requests)] = (seq, kv)
-            fresh.append(len(self.requests))
-            self.requests.append(request)
+        fresh = list(range(len(self.requests), len(self.requests) + len(more)))
+        self.requests += more
         self.queue.extendleft(reversed(fresh))  # a follow-up is the next link of a chain: it goes first
 
     # --- room in the cache ---------------------------------------------------------------------------------
@@ -354,17 +377,19 @@ class Decoder:
             self.cache.remap(None, len(self.rows), capacity, self._used())
 
     def _used(self) -> int:
-        return max((r.length for r in self.rows if r is not None), default=0)
+        return max((len(self._held(s)) for s in range(len(self.rows))), default=0)
 
     def _resize(self, slots: int) -> None:
         """Change the number of slots; live rows move to the first ones."""
         if self.cache is None:  # nothing admitted yet: the first admission allocates
             self.rows = [None] * slots
+            self.resident = [[] for _ in range(slots)]
             return
         keep = [s for s, r in enumerate(self.rows) if r is not None]
         index = torch.tensor(keep, dtype=torch.long, device=self.b.device)
         self.cache.remap(index, slots, self.cache.capacity, self._used())
         self.rows = [self.rows[s] for s in keep] + [None] * (slots - len(keep))
+        self.resident = [[] for _ in range(slots)]  # free slots start empty
 
 
 # --- one row's tokens (shared with the static-batch loop) --------------------------------------------------

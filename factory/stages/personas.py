@@ -37,8 +37,8 @@ from factory.options import DataFile, Options, StageOptions
 from factory.personas import styles as style_defs
 from factory.stage import StageContext, StageOutput, rows_dataset
 
-VERSION = 2  # 2: descriptive answers capped at 3 tokens a word asked
-DESCRIPTIVE_TOKENS_PER_WORD = 3  # a descriptive persona's token limit per word asked
+VERSION = 2  # 2: descriptive answers capped at 4 tokens a word asked
+DESCRIPTIVE_TOKENS_PER_WORD = 4  # a descriptive persona's token limit per word asked (~3x the length asked)
 INPUTS = (1, 1)
 PROMPTS = [
     "personas/system.jinja",
@@ -69,7 +69,7 @@ class Options(StageOptions):
     max_tokens: int = Field(400, ge=16, le=8192, description="per answer; longer answers are failures")
     descriptive_words: int = Field(
         120, ge=10, le=2000,
-        description="length asked of descriptive personas; one over 3 tokens a word (or max_tokens) is truncated",
+        description="length asked of descriptive personas; one over 4 tokens a word (or max_tokens) is truncated",
     )  # fmt: skip
     reflection_turns: int = Field(2, ge=1, le=8, description="reflective style: turns before the profile")
     max_retries: int = Field(2, ge=0, le=10, description="re-asks with a fresh seed before a row is a failure")
@@ -236,8 +236,9 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     turn_path = builtin("personas/reflective_turn.jinja")
     # Every style's request for every person goes to the backend in one run, and each reflective conversation's
     # next turn joins it as soon as the turn before is in, so its batches stay full to the end. Conversations are
-    # queued first: their turns run one after another, so they start before the one-shot styles.
-    jobs: list[Job] = []
+    # queued first: their turns run one after another, so they start before the one-shot styles. These follow
+    # person by person, so one person's styles decode together and share the keys and values of their facts.
+    jobs: dict[str, list[Job]] = {}
     chains: list[Job] = []
     facts = [style_defs.facts(p, names) for p in people]
     for style in options.styles:
@@ -261,14 +262,16 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                     sampling(seed(p, style), max_tokens),
                     Constraint.schema(schema),
                 )
-                jobs.append(Job(req, json_parser(schema), lambda v, p=p, style=style: record(style, p, v, True)))
+                jobs.setdefault(p["person_id"], []).append(
+                    Job(req, json_parser(schema), lambda v, p=p, style=style: record(style, p, v, True))
+                )
         elif style == "descriptive" or style in options.templates:
             path = (
                 builtin("personas/descriptive.jinja")
                 if style == "descriptive"
                 else options.templates[style].template.resolved
             )
-            # a portrait over twice the asked length (English runs ~1.3 tokens a word) ignored the ask: cut it there
+            # a portrait three times the asked length (English runs ~1.3 tokens a word) ignored the ask: cut it there
             # rather than let it run to max_tokens, then again on each retry
             max_tokens = (
                 options.templates[style].max_tokens
@@ -281,10 +284,12 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                     [{"role": "system", "content": system}, {"role": "user", "content": user}],
                     sampling(seed(p, style), max_tokens),
                 )
-                jobs.append(Job(req, text_parser(20), lambda v, p=p, style=style: record(style, p, v, False)))
+                jobs.setdefault(p["person_id"], []).append(
+                    Job(req, text_parser(20), lambda v, p=p, style=style: record(style, p, v, False))
+                )
         else:  # reflective: turns in one growing conversation per person, then the profile
             chains += [reflective(p, f, 1, [{"role": "system", "content": system}]) for p, f in zip(people, facts)]
-    run_jobs(client, chains + jobs, options.max_retries)
+    run_jobs(client, chains + [j for p in people for j in jobs.get(p["person_id"], [])], options.max_retries)
     # answers finish in the order the batch frees them: rows go out by person, then style, as the recipe lists them
     rank = {p["person_id"]: k for k, p in enumerate(people)}
     styles_rank = {s: k for k, s in enumerate(options.styles)}
