@@ -183,8 +183,9 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     finish: str = "length"
     length: int = 0  # tokens in the cache (continuous batching)
-    pending: list[int] = field(default_factory=list)  # tokens to feed next: the prompt, or a sampled token and the
-    forced: int = 0  # tokens its grammar forced                               # text its grammar then forces
+    # tokens to feed next: the prompt (after what it reuses), or a sampled token and the text its grammar forces
+    pending: list[int] = field(default_factory=list)
+    forced: int = 0  # answer tokens its grammar forced
 
     @property
     def prompt_len(self) -> int:
@@ -208,7 +209,7 @@ class Decoder:
         self.cache: SlotCache | None = None
         self.bitmask = None
         self.resident: list[list[int]] = []  # a free slot's tokens whose keys and values it still holds
-        self.prompts: dict[int, list[int]] = {}  # a request's prompt tokens, once tokenized
+        self.prompts: dict[int, list[int]] = {}  # a waiting request's prompt tokens, once tokenized
         self.reused_tokens = 0  # prompt tokens whose keys and values were copied or kept rather than computed
         self.steps = 0  # forward passes
         self.fed = 0  # tokens through the model
@@ -258,6 +259,7 @@ class Decoder:
 
     def _place(self, index: int, slot: int, prompt: list[int], source: int | None, shared: int) -> None:
         request = self.requests[index]
+        self.prompts.pop(index, None)  # the row keeps it
         row = new_row(self.b, index, request, prompt)
         self._reserve(len(prompt) + request.sampling.max_tokens)
         if source is not None and source != slot:
