@@ -34,7 +34,7 @@ def main() -> None:
 
     import datasets
     import numpy as np
-    from tables import bench_model, print_table
+    from tables import model_recipe, print_table
 
     from factory.recipe import load_recipe
     from factory.runner import Runner
@@ -42,15 +42,12 @@ def main() -> None:
     datasets.disable_progress_bars()
     tmp = Path(tempfile.mkdtemp(prefix="factory-answers-bench-"))
     try:
-        model = bench_model(tmp, args.tiny)
         common = "inputs: [people, qs], backend: m, batch_size: 1000"
-        recipe = tmp / "r.yaml"
-        recipe.write_text(f"""\
-name: bench
-seed: 0
-backends:
-  m: {{type: transformers, model: "{model}", batch_size: {args.batch_size}}}
-stages:
+        recipe = model_recipe(
+            tmp,
+            args.tiny,
+            args.batch_size,
+            f"""\
   people: {{uses: meta_personas, geographies: [OH], n_per_geography: {args.persons}, bigfive: {{mode: none}}}}
   qs: {{uses: questions, sets: [election, opinionqa], with_human_distribution: false, sample: {args.questions + 3}}}
   warmup: {{uses: answers, {common}, mode: fast, sample: 1}}
@@ -58,7 +55,8 @@ stages:
   fast: {{uses: answers, {common}, mode: fast}}
   reason: {{uses: answers, {common}, mode: reason, max_tokens: 120}}
   fast_many: {{uses: answers, {common}, mode: fast, samples: {args.samples}}}
-""")
+""",
+        )
         runner = Runner(load_recipe(recipe), runs_dir=tmp / "runs", progress=False)
         runner.build(only=["people", "qs", "warmup"])  # loads the model and warms its kernels up
         rows, frames = [], {}

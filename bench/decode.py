@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import datasets
-    from tables import bench_model, print_table
+    from tables import model_recipe, print_table
 
     from factory.llm import backend as backend_mod
     from factory.recipe import load_recipe
@@ -42,14 +42,11 @@ def main() -> None:
     datasets.disable_progress_bars()
     tmp = Path(tempfile.mkdtemp(prefix="factory-decode-bench-"))
     try:
-        model = bench_model(tmp, args.tiny)
-        recipe = tmp / "r.yaml"
-        recipe.write_text(f"""\
-name: bench
-seed: 0
-backends:
-  m: {{type: transformers, model: "{model}", batch_size: {args.batch_size}}}
-stages:
+        recipe = model_recipe(
+            tmp,
+            args.tiny,
+            args.batch_size,
+            f"""\
   people: {{uses: meta_personas, geographies: [NY, WY, DC], n_per_geography: 2000}}
   personas:
     uses: personas
@@ -60,7 +57,8 @@ stages:
     max_tokens: 300
     descriptive_words: 60
     reflection_turns: 1
-""")
+""",
+        )
         rows, tables = [], []
         for mode in ("static", "no jump-forward", "continuous"):
             runner = Runner(load_recipe(recipe), runs_dir=tmp / mode, progress=False)

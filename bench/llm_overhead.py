@@ -31,7 +31,7 @@ def main() -> None:
 
     import datasets
     from datasets import ClassLabel
-    from tables import bench_model, print_table
+    from tables import model_recipe, print_table
 
     from factory.llm import backend as backend_mod
     from factory.llm.types import GenerationRequest, Sampling
@@ -44,14 +44,11 @@ def main() -> None:
     datasets.disable_progress_bars()
     tmp = Path(tempfile.mkdtemp(prefix="factory-llm-bench-"))
     try:
-        model = bench_model(tmp, args.tiny)
-        recipe = tmp / "r.yaml"
-        recipe.write_text(f"""\
-name: bench
-seed: 0
-backends:
-  m: {{type: transformers, model: "{model}", batch_size: {args.batch_size}}}
-stages:
+        recipe = model_recipe(
+            tmp,
+            args.tiny,
+            args.batch_size,
+            f"""\
   people: {{uses: meta_personas, geographies: [OH], n_per_geography: {args.persons}, bigfive: {{mode: none}}}}
   personas:
     uses: personas
@@ -61,7 +58,8 @@ stages:
     batch_size: {args.persons}
     max_tokens: {args.max_tokens}
     max_retries: 0
-""")
+""",
+        )
         runner = Runner(load_recipe(recipe), runs_dir=tmp / "runs", progress=False)
         runner.build(only=["people"])
         meta = datasets.load_from_disk(str(runner.store("people").data_dir))

@@ -1,4 +1,4 @@
-"""Helpers shared by the scripts in bench/: the model to run, and printing tables."""
+"""Helpers shared by the scripts in bench/: the model to run, a recipe around it, and printing tables."""
 
 from __future__ import annotations
 
@@ -15,6 +15,21 @@ def bench_model(tmp: Path, tiny: bool) -> str:
     from factory.llm.models import embedded_model_path
 
     return str(embedded_model_path())
+
+
+def model_recipe(tmp: Path, tiny: bool, batch_size: int, stages: str) -> Path:
+    """A recipe in `tmp` whose backend `m` serves the benchmark's model (`bench_model`) with `batch_size`, and
+    whose `stages:` block is `stages` (YAML lines indented by two spaces)."""
+    recipe = tmp / "r.yaml"
+    recipe.write_text(
+        f"""name: bench
+seed: 0
+backends:
+  m: {{type: transformers, model: "{bench_model(tmp, tiny)}", batch_size: {batch_size}}}
+stages:
+{stages}"""
+    )
+    return recipe
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

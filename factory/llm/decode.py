@@ -211,7 +211,6 @@ class Decoder:
         self.resident: list[list[int]] = []  # a free slot's tokens whose keys and values it still holds
         self.prompts: dict[int, list[int]] = {}  # a waiting request's prompt tokens, once tokenized
         self.reused_tokens = 0  # prompt tokens whose keys and values were copied or kept rather than computed
-        self.steps = 0  # forward passes
         self.fed = 0  # tokens through the model
         self.forced = 0  # answer tokens a grammar forced (fed in passes, never sampled)
 
@@ -323,7 +322,6 @@ class Decoder:
             past_key_values=c, use_cache=True, logits_to_keep=packed.last, packed=packed,
         )  # fmt: skip
         c.packed = None
-        self.steps += 1
         self.fed += len(ids)
         for _, r in live:
             r.length += len(r.pending)
