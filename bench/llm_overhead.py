@@ -39,7 +39,7 @@ def main() -> None:
     from factory.prompts import builtin, render
     from factory.recipe import load_recipe
     from factory.runner import Runner
-    from factory.stage import derive_seed
+    from factory.seeds import derive_seed
 
     datasets.disable_progress_bars()
     tmp = Path(tempfile.mkdtemp(prefix="factory-llm-bench-"))

@@ -31,7 +31,8 @@ from factory.fingerprint import backend_fields
 from factory.options import Options, StageOptions
 from factory.publish import hub_inputs
 from factory.publish.hub_inputs import HubRef
-from factory.stage import StageSpec, derive_seed
+from factory.seeds import derive_seed
+from factory.stage import StageSpec
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _NAME_RE = re.compile(NAME)

@@ -10,7 +10,8 @@ from functools import cache
 from typing import Any
 
 from factory.errors import did_you_mean
-from factory.stage import StageSpec, import_object, spec_from_object
+from factory.hooks import import_object
+from factory.stage import StageSpec, spec_from_object
 
 STAGES: dict[str, str] = {
     "meta_personas": "factory.stages.meta_personas",

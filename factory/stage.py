@@ -20,14 +20,13 @@ The module docstring's first line is the one-line description `factory ls` shows
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from factory.options import StageOptions
+from factory.seeds import derive_seed
 
 
 @dataclass
@@ -94,12 +93,6 @@ def rows_dataset(rows: list[dict], features: Any) -> Any:
     return Dataset.from_list([{k: r.get(k) for k in features} for r in rows], features=features)
 
 
-def derive_seed(seed: int, *key: Any) -> int:
-    """A 63-bit seed from a parent seed and a key; stable across processes, platforms and Python versions."""
-    text = "\x1f".join([str(seed), *map(str, key)])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
-
-
 def spec_from_object(uses: str, obj: Any) -> StageSpec:
     missing = [a for a in ("Options", "run") if not hasattr(obj, a)]
     if missing:
@@ -118,10 +111,3 @@ def spec_from_object(uses: str, obj: Any) -> StageSpec:
         summarize=getattr(obj, "summarize", None),
         files=getattr(obj, "files", None),
     )
-
-
-def import_object(path: str) -> Any:
-    """Import `package.module` or `package.module:attr`."""
-    module_name, _, attr = path.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, attr) if attr else module

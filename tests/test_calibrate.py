@@ -13,7 +13,8 @@ from factory.census.raking import rake, tvd
 from factory.errors import DataError, RecipeError
 from factory.recipe import load_recipe
 from factory.runner import Runner
-from factory.stage import StageContext, derive_seed
+from factory.seeds import derive_seed
+from factory.stage import StageContext
 from factory.stages import calibrate as cal
 
 MAX_ROUNDS = 2

@@ -147,7 +147,7 @@ class LLMJudge:
         """Judge (question, answer) pairs; the seed depends on the texts only, so a text is judged the same way
         (and hits the cache) wherever it comes from."""
         from factory.llm.structured import generate_validated, json_parser
-        from factory.stage import derive_seed
+        from factory.seeds import derive_seed
 
         o = self.options
         parse = json_parser(self.schema)

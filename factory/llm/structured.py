@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from factory.llm.types import GenerationRequest, GenerationResult
-from factory.stage import derive_seed
+from factory.seeds import derive_seed
 
 
 class Invalid(ValueError):

@@ -287,7 +287,7 @@ def models_of(manifest: dict) -> list[str]:
 def stage_doc(uses: str) -> str:
     """The stage module's docstring ('' when it cannot be imported here)."""
     from factory import registry
-    from factory.stage import import_object
+    from factory.hooks import import_object
 
     try:
         obj = import_object(registry.STAGES[uses]) if uses in registry.STAGES else import_object(uses)

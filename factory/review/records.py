@@ -26,7 +26,7 @@ from typing import Any
 from factory.census.bigfive import TRAITS, bands
 from factory.errors import DataError
 from factory.fingerprint import canonical_json
-from factory.stage import derive_seed
+from factory.seeds import derive_seed
 
 FIELDS = ("prompt", "target_profile", "response_a", "response_b")
 QUESTIONS = ("better", "rating", "comment")

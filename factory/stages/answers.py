@@ -211,7 +211,7 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
 
     from factory.llm.backend import for_stage
     from factory.personas.styles import facts
-    from factory.stage import derive_seed
+    from factory.seeds import derive_seed
 
     people, personas, questions = _roles(inputs, ctx.stage)
     styles = _styles(options, personas, ctx.stage)

@@ -349,7 +349,7 @@ def llm_judge(client: Any, options: JudgeOptions, names: dict, ctx: StageContext
     from factory.llm.types import Constraint, GenerationRequest, Sampling
     from factory.personas.styles import facts
     from factory.prompts import builtin, render
-    from factory.stage import derive_seed
+    from factory.seeds import derive_seed
 
     system = render(builtin("calibrate/system.jinja"))
     template = builtin("calibrate/judge.jinja")

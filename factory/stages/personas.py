@@ -121,7 +121,7 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     from factory.llm.types import Constraint, GenerationRequest, Sampling
     from factory.personas import drift
     from factory.prompts import builtin, render
-    from factory.stage import derive_seed
+    from factory.seeds import derive_seed
 
     (meta,) = inputs.values()
     names = {c: f.names for c, f in meta.features.items() if isinstance(f, ClassLabel)}

@@ -401,7 +401,7 @@ def generate(
     from factory.llm.structured import generate_validated, json_parser
     from factory.llm.types import Constraint, GenerationRequest, Sampling
     from factory.prompts import builtin, render
-    from factory.stage import derive_seed
+    from factory.seeds import derive_seed
 
     topics = g.topic_list()
     client = backend.for_stage(ctx, g.backend)

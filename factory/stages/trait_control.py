@@ -199,7 +199,7 @@ def evaluate(
     from factory.llm.structured import generate_validated, text_parser
     from factory.llm.transformers_backend import TransformersBackend
     from factory.llm.types import GenerationRequest, Sampling
-    from factory.stage import derive_seed
+    from factory.seeds import derive_seed
     from factory.stages.preferences import trait_prompt
 
     items, requests = [], []

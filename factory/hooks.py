@@ -1,0 +1,13 @@
+"""`module:attr` hooks: the one way a recipe names user code (a stage), imported only when asked."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+
+def import_object(path: str) -> Any:
+    """Import `package.module` or `package.module:attr`."""
+    module_name, _, attr = path.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr) if attr else module
