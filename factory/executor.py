@@ -21,7 +21,7 @@ from factory.stage import StageContext, StageOutput
 class BatchTask:
     uses: str
     options: StageOptions
-    inputs: dict[str, str]  # input stage name -> saved dataset folder
+    inputs: dict[str, Any]  # input role -> saved dataset folder (a `many` role: input name -> folder)
     ctx: StageContext
 
 
@@ -47,6 +47,14 @@ def load_input(path: str) -> Any:
     from datasets import load_from_disk
 
     return load_from_disk(path)  # memory-mapped: cheap to open in every worker
+
+
+def load_inputs(paths: dict[str, Any]) -> dict[str, Any]:
+    """role -> dataset (for a `many` role: input name -> dataset), from role -> saved folder(s)."""
+    return {
+        role: {n: load_input(p) for n, p in path.items()} if isinstance(path, dict) else load_input(path)
+        for role, path in paths.items()
+    }
 
 
 RESERVED_OUTPUTS = {"data", "failures", "work", "artifacts"}
@@ -87,8 +95,10 @@ def run_task(task: BatchTask) -> BatchResult:
     from factory import registry
 
     spec = registry.stage(task.uses)
-    inputs = {name: load_input(path) for name, path in task.inputs.items()}
+    inputs = load_inputs(task.inputs)
     table, failures, metrics, extras = normalize_output(spec.run(task.options, inputs, task.ctx))
+    for key, value in task.ctx.metrics.items():  # what the context counted (backend calls, cache hits)
+        metrics[key] = metrics.get(key, 0.0) + value
     return BatchResult(task.ctx.batch_index, table, failures, metrics, extras)
 
 

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from factory.options import DataFile, OptionalDataFile, data_files, semantic_dump
+from factory.options import DataFile, OptionalDataFile, backend_refs, data_files, semantic_dump
 
 _FILE_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -50,28 +50,13 @@ def sha256_path(path: Path) -> str:
 
 
 def referenced_backends(options: Any) -> list[str]:
-    """Backend names a stage's options refer to: any `backend` / `judge_backend` field, in nested option blocks
-    too (`generate.backend`, `judge.backend`)."""
-    return [name for _, name in backend_fields(options)]
-
-
-def backend_fields(options: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """(dotted field path, backend name) for every backend reference in `options`."""
-    from pydantic import BaseModel
-
-    found: list[tuple[str, str]] = []
-    for attr in type(options).model_fields if isinstance(options, BaseModel) else ():
-        value = getattr(options, attr, None)
-        if attr in ("backend", "judge_backend") and isinstance(value, str):
-            found.append((f"{prefix}{attr}", value))
-        elif isinstance(value, BaseModel):
-            found += backend_fields(value, f"{prefix}{attr}.")
-    return found
+    """Backend names a stage's options refer to: every `BackendRef` value, in nested option blocks too."""
+    return [name for _, name in backend_refs(options)]
 
 
 def stage_payload(recipe: Any, name: str, upstream: dict[str, str]) -> dict[str, Any]:
     entry = recipe.stages[name]
-    return {
+    payload = {
         "stage": name,
         "uses": entry.uses,
         "version": entry.spec.version,
@@ -87,6 +72,9 @@ def stage_payload(recipe: Any, name: str, upstream: dict[str, str]) -> dict[str,
         "inputs": {i: _input_fingerprint(entry, i, upstream) for i in entry.inputs},
         "seed": recipe.stage_seed(name),
     }
+    if getattr(entry, "named_roles", False):  # role -> input, when the recipe named them (a list is matched)
+        payload["roles"] = {r: list(v) if isinstance(v, list) else v for r, v in entry.roles.items()}
+    return payload
 
 
 def _file_hash(f: DataFile) -> str | None:

@@ -156,3 +156,35 @@ def data_files(value: Any) -> list[DataFile]:
         for v in value:
             found += data_files(v)
     return found
+
+
+class BackendRef(str):
+    """The name of a backend the recipe declares under `backends:`, as a stage option (`backend: small`).
+
+    Typed, so the recipe checks the name exists and the fingerprint finds every backend a stage uses (nested
+    blocks too) by this type rather than by field name; it hashes as the plain name."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls,
+            core_schema.str_schema(min_length=1),
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
+
+
+def backend_refs(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted field path, backend name) of every `BackendRef` in an options object, in field order."""
+    found: list[tuple[str, str]] = []
+    if isinstance(value, BackendRef):
+        found.append((prefix.rstrip("."), str(value)))
+    elif isinstance(value, BaseModel):
+        for k in type(value).model_fields:
+            found += backend_refs(getattr(value, k), f"{prefix}{k}.")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found += backend_refs(v, f"{prefix}{k}.")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found += backend_refs(v, f"{prefix.rstrip('.')}[{i}].")
+    return found

@@ -27,12 +27,12 @@ from pydantic import BaseModel, Field, ValidationError
 from factory import registry
 from factory.backends.config import BackendConfig
 from factory.errors import RecipeError, did_you_mean
-from factory.fingerprint import backend_fields
-from factory.options import Options, StageOptions
+from factory.options import Options, StageOptions, backend_refs
 from factory.publish import hub_inputs
 from factory.publish.hub_inputs import HubRef
 from factory.seeds import derive_seed
-from factory.stage import StageSpec
+from factory.stage import StageSpec, option_models
+from factory.wiring import assign_roles
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _NAME_RE = re.compile(NAME)
@@ -73,6 +73,8 @@ class StageEntry:
     options: StageOptions
     spec: StageSpec
     hub: dict[str, HubRef] = field(default_factory=dict)  # inputs read from published datasets, by written name
+    roles: dict[str, Any] = field(default_factory=dict)  # role -> the input (stage or hub:// URL); a list for many
+    named_roles: bool = False  # the recipe named the roles (`inputs: {role: stage}`) rather than listing stages
 
     def stage_inputs(self) -> list[str]:
         """Inputs that are stages of the recipe (not hub:// datasets)."""
@@ -221,6 +223,7 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
         backends[bname] = _validated(model, raw, bpath, {})
 
     stages: dict[str, StageEntry] = {}
+    wirings: dict[str, list[str] | dict[str, Any]] = {}
     for sname, raw in top.stages.items():
         spath = f"stages.{sname}"
         if not _NAME_RE.match(str(sname)):
@@ -236,15 +239,27 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
         inputs = raw.pop("inputs", [])
         if isinstance(inputs, str):
             inputs = [inputs]
-        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-            raise RecipeError(f"{spath}.inputs", f"expected a list of stage names or hub:// URLs, got {inputs!r}")
+        named = isinstance(inputs, dict)
+        if named:
+            for role, v in inputs.items():
+                if not (isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v))):
+                    raise RecipeError(f"{spath}.inputs.{role}", f"expected a stage name (or a list of them), got {v!r}")
+            written: list[str] | dict[str, Any] = dict(inputs)
+            inputs = [i for v in inputs.values() for i in (v if isinstance(v, list) else [v])]
+        elif not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            raise RecipeError(
+                f"{spath}.inputs",
+                f"expected a list of stage names or hub:// URLs, or role: stage pairs, got {inputs!r}",
+            )
+        else:
+            written = list(inputs)
         try:
             spec = registry.stage(uses)
         except registry.UnknownName as exc:
             raise RecipeError(f"{spath}.uses", str(exc)) from None
         context = {"base_dir": str(base_dir), "recipe": top.name, "stage": str(sname)}  # for defaults named after them
-        options = _validated(spec.options, raw, spath, context)
-        for field_path, backend_name in backend_fields(options):
+        options = _validated_options(spec, raw, spath, context)
+        for field_path, backend_name in backend_refs(options):
             if backend_name not in backends:
                 hint = did_you_mean(backend_name, backends) if backends else " (the recipe declares no backends)"
                 raise RecipeError(f"{spath}.{field_path}", f"unknown backend '{backend_name}'{hint}")
@@ -255,7 +270,8 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
                     hub[inp] = hub_inputs.parse(inp, base_dir)
                 except ValueError as exc:
                     raise RecipeError(f"{spath}.inputs[{i}]", str(exc)) from None
-        stages[sname] = StageEntry(sname, uses, list(inputs), options, spec, hub)
+        stages[sname] = StageEntry(sname, uses, list(inputs), options, spec, hub, named_roles=named)
+        wirings[sname] = written
 
     for sname, entry in stages.items():
         for i, inp in enumerate(entry.inputs):
@@ -267,11 +283,9 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
                 raise RecipeError(f"stages.{sname}.inputs[{i}]", f"unknown stage '{inp}'{did_you_mean(inp, stages)}")
         if len(set(entry.inputs)) != len(entry.inputs):
             raise RecipeError(f"stages.{sname}.inputs", "lists a stage twice")
-        lo, hi = entry.spec.inputs
-        n = len(entry.inputs)
-        if n < lo or (hi is not None and n > hi):
-            want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
-            raise RecipeError(f"stages.{sname}.inputs", f"'{entry.uses}' takes {want} input(s), got {n}")
+    declared = {name: e.spec.outputs(e.options).get("data") for name, e in stages.items()}
+    for sname, entry in stages.items():
+        entry.roles = assign_roles(sname, entry.spec.inputs, wirings[sname], declared)
 
     order = _topological(stages)
     if top.publish and top.publish.stages:
@@ -322,6 +336,28 @@ def _find_cycle(stages: dict[str, StageEntry], candidates: list[str]) -> list[st
         path.append(nxt)
 
 
+def _validated_options(spec: StageSpec, raw: Any, prefix: str, context: dict) -> Any:
+    """A stage's options; for a union of option models (chosen by a tag such as `rule`), errors are reported
+    against the chosen model, without the tag in the field path."""
+    try:
+        return spec.validate_options(raw, context)
+    except ValidationError as exc:
+        models = option_models(spec.options)
+        if len(models) == 1:
+            raise _recipe_error(exc, prefix, models[0]) from None
+        return _union_error(exc, prefix, models)
+
+
+def _union_error(exc: ValidationError, prefix: str, models: list) -> Any:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    chosen = next((m for m in models if loc and getattr(m, "TAG", None) == loc[0]), None)
+    if chosen is None:
+        raise _recipe_error(exc, prefix, models[0]) from None
+    stripped = [{**e, "loc": tuple(e["loc"])[1:]} for e in exc.errors()]
+    raise _recipe_error_from(stripped, prefix, chosen) from None
+
+
 def _validated(model: type[BaseModel], raw: Any, prefix: str, context: dict) -> Any:
     try:
         return model.model_validate(raw, context=context)
@@ -340,7 +376,10 @@ def _join(prefix: str, loc: tuple) -> str:
 
 
 def _recipe_error(exc: ValidationError, prefix: str, model: type[BaseModel]) -> RecipeError:
-    errors = exc.errors()
+    return _recipe_error_from(exc.errors(), prefix, model)
+
+
+def _recipe_error_from(errors: list, prefix: str, model: type[BaseModel]) -> RecipeError:
     err = errors[0]
     loc = tuple(err["loc"])
     kind = err["type"]

@@ -19,14 +19,15 @@ from typing import Any
 
 from factory import __version__
 from factory.errors import FactoryError, RecipeError, StageError, did_you_mean
-from factory.executor import BatchTask, Executor, LocalExecutor
+from factory.executor import BatchTask, Executor, LocalExecutor, load_input, load_inputs
 from factory.fingerprint import recipe_fingerprints, stage_payload
 from factory.options import semantic_dump
 from factory.publish.hub_inputs import fingerprint as hub_fingerprint
 from factory.recipe import Recipe
 from factory.report import BatchProgress, StageSummary, progress_bars
 from factory.stage import StageContext
-from factory.store import StageStore, content_hash
+from factory.store import StageStore, Upstream, content_hash
+from factory.wiring import check_columns, sources
 
 log = logging.getLogger(__name__)
 
@@ -187,15 +188,26 @@ class Runner:
         finally:
             lock.release()
 
-    def _upstream(self, entry: Any) -> dict[str, dict[str, str]]:
-        """Where each input's output folder is (its artifacts, an adapter...) and its fingerprint."""
-        out = {}
-        for n in entry.inputs:
+    def _upstream(self, entry: Any) -> dict[str, Upstream]:
+        """Each input role's finished output: where it is, its fingerprint, its manifest and artifacts."""
+        def view(n: str) -> Upstream:
             if n in entry.hub:
-                out[n] = {"dir": str(self._hub_data(entry.hub[n]).parent), "fingerprint": hub_fingerprint(entry.hub[n])}
-            else:
-                out[n] = {"dir": str(self.store(n).dir), "fingerprint": self.store(n).fingerprint}
-        return out
+                return Upstream(n, hub_fingerprint(entry.hub[n]), str(self._hub_data(entry.hub[n]).parent))
+            return Upstream(n, self.store(n).fingerprint, str(self.store(n).dir))
+
+        return {role: {n: view(n) for n in v} if isinstance(v, list) else view(v) for role, v in entry.roles.items()}
+
+    def _context(self, stage: str, store: StageStore) -> StageContext:
+        entry = self.recipe.stages[stage]
+        return StageContext(
+            recipe=self.recipe.name,
+            stage=stage,
+            seed=self.recipe.stage_seed(stage),
+            backends=dict(self.recipe.backends),
+            workdir=store.work_dir,
+            cache_dir=self.runs_dir / self.recipe.name / ".cache",
+            upstream=self._upstream(entry),
+        )
 
     def _hub_data(self, ref: Any) -> Path:
         """A hub:// input as a saved dataset, fetched once per runs folder (`factory.publish.hub_inputs`)."""
@@ -229,22 +241,20 @@ class Runner:
         for name in entry.stage_inputs():
             if not self.store(name).is_complete():
                 raise StageError(f"stages.{stage}.inputs: '{name}' has not been built")
+        def data(n: str) -> str:
+            return str(self._hub_data(entry.hub[n]) if n in entry.hub else self.store(n).data_dir)
+
+        for role, n in sources(entry.roles):
+            if n in entry.hub:  # a published dataset's columns are known only now
+                check_columns(stage, role, n, entry.spec.inputs[role], load_input(data(n)).column_names)
         input_paths = {
-            name: str(self._hub_data(entry.hub[name]) if name in entry.hub else self.store(name).data_dir)
-            for name in entry.inputs
+            role: {n: data(n) for n in v} if isinstance(v, list) else data(v) for role, v in entry.roles.items()
         }
-        ctx = StageContext(
-            recipe=self.recipe.name,
-            stage=stage,
-            seed=self.recipe.stage_seed(stage),
-            backends={k: v.model_dump() for k, v in self.recipe.backends.items()},
-            workdir=store.work_dir,
-            upstream=self._upstream(entry),
-        )
+        ctx = self._context(stage, store)
         plan = store.load_plan()
         if plan is None:
             if entry.spec.plan is not None:
-                inputs = {n: datasets.load_from_disk(p) for n, p in input_paths.items()}
+                inputs = load_inputs(input_paths)
                 try:
                     plan = list(entry.spec.plan(entry.options, inputs, ctx))
                 except FactoryError:
@@ -271,6 +281,7 @@ class Runner:
         bar = BatchProgress(bars, stage, len(plan), len(done), done_rows)
         try:
             for result in self.executor.map(tasks):
+                _check_outputs(stage, entry, result)
                 store.save_batch(result.index, result.table, result.failures, result.metrics, result.extras)
                 bar.advance(result.table.num_rows)
         except FactoryError:
@@ -324,13 +335,7 @@ class Runner:
         if entry.spec.summarize is not None:
             artifacts = store.dir / "artifacts"
             artifacts.mkdir(exist_ok=True)
-            ctx = StageContext(
-                recipe=self.recipe.name,
-                stage=stage,
-                seed=self.recipe.stage_seed(stage),
-                workdir=store.work_dir,
-                upstream=self._upstream(entry),
-            )
+            ctx = self._context(stage, store)
             summary = entry.spec.summarize(entry.options, {"data": dataset, **extras}, ctx, artifacts) or {}
         reasons: dict[str, int] = {}
         for f in failures:
@@ -346,6 +351,7 @@ class Runner:
             "config": entry.options.model_dump(mode="json"),
             "semantic_config": semantic_dump(entry.options),
             "inputs": {n: self._input_record(entry, n) for n in entry.inputs},
+            "roles": {r: list(v) if isinstance(v, list) else v for r, v in entry.roles.items()},
             "seed": {"recipe": self.recipe.seed, "stage": self.recipe.stage_seed(stage)},
             "versions": library_versions(),
             "platform": platform.platform(),
@@ -370,6 +376,19 @@ class Runner:
         return StageSummary(
             stage, store.fingerprint, dataset.num_rows, len(failures), seconds, "resumed" if resumed else "built"
         )
+
+
+def _check_outputs(stage: str, entry: Any, result: Any) -> None:
+    """A batch must write what the stage declares (OUTPUTS): its columns and types, and no undeclared dataset."""
+    from datasets import Features
+
+    declared = entry.spec.outputs(entry.options)
+    for name, table in (("data", result.table), *result.extras.items()):
+        if name not in declared:
+            raise StageError(f"stages.{stage}: wrote a dataset '{name}' that its stage does not declare in OUTPUTS")
+        problem = declared[name].mismatch(Features.from_arrow_schema(table.schema))
+        if problem:
+            raise StageError(f"stages.{stage}: output '{name}' {problem}, against the stage's OUTPUTS")
 
 
 def _json(obj: Any) -> str:

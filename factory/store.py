@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,51 @@ def content_hash(folder: Path) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A finished input as a stage sees it: its fingerprint, manifest, content hash, artifacts and own inputs.
+
+    Read-only and picklable (it holds a folder path), so it travels with the stage context to any executor; it
+    and `StageStore` are the only code that knows how a stage folder is laid out. A `hub://` input has no
+    manifest (an empty one) and no artifacts.
+    """
+
+    name: str  # the stage (or hub:// dataset) it is
+    fingerprint: str
+    path: str  # the stage folder (for a hub input, the fetched dataset's folder)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        path = Path(self.path) / "manifest.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @property
+    def content_hash(self) -> str | None:
+        return self.manifest.get("content_hash")
+
+    @property
+    def uses(self) -> str | None:
+        return self.manifest.get("uses")
+
+    def artifact(self, relative: str) -> Path:
+        """A file or folder the stage wrote under its artifacts (it may not exist); never outside them."""
+        root = (Path(self.path) / "artifacts").resolve()
+        path = (root / relative).resolve()
+        if path != root and root not in path.parents:
+            raise ValueError(f"artifact path '{relative}' leaves {self.name}'s artifacts")
+        return path
+
+    def data(self) -> Any:
+        from datasets import load_from_disk
+
+        return load_from_disk(str(Path(self.path) / "data"))
+
+    def inputs(self) -> dict[str, Upstream]:
+        """The finished inputs this stage was built from (by stage name), as its manifest records them."""
+        out = {}
+        for name, rec in self.manifest.get("inputs", {}).items():
+            if rec.get("path") and (Path(rec["path"]) / MARKER).is_file():
+                out[name] = Upstream(name, rec.get("fingerprint", ""), rec["path"])
+        return out

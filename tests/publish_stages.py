@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from pydantic import Field
 
 from factory.options import StageOptions
-from factory.stage import StageOutput
+from factory.stage import Columns, Needs, StageOutput
 
 
 class AdapterOptions(StageOptions):
@@ -94,14 +94,14 @@ def adapter_eval_summarize(options: StageOptions, outputs, ctx, artifacts: Path)
 
 
 def echo_run(options: StageOptions, inputs, ctx):
-    (dataset,) = inputs.values()
-    return dataset
+    return inputs["source"]
 
 
 adapter = SimpleNamespace(
     __doc__="Fake DPO adapter for publishing tests: a training log, and a LoRA adapter in artifacts/adapter/.",
     VERSION=1,
-    INPUTS=(1, 1),
+    INPUTS={"pairs": Needs()},
+    OUTPUTS={"data": Columns({"split": "string", "step": "int64", "loss": "float64"})},
     Options=AdapterOptions,
     run=adapter_run,
     summarize=adapter_summarize,
@@ -109,11 +109,20 @@ adapter = SimpleNamespace(
 adapter_eval = SimpleNamespace(
     __doc__="Fake trait-control evaluation of an adapter: scores per trait, a summary and a plot.",
     VERSION=1,
-    INPUTS=(1, 1),
+    INPUTS={"adapter": Needs()},
+    OUTPUTS={
+        "data": Columns({"trait": "string", "model": "string", "score": "float64"}),
+        "skipped": Columns({"question_id": "string", "reason": "string"}),
+    },
     Options=StageOptions,
     run=adapter_eval_run,
     summarize=adapter_eval_summarize,
 )
 echo = SimpleNamespace(
-    __doc__="Returns its one input unchanged.", VERSION=1, INPUTS=(1, 1), Options=StageOptions, run=echo_run
+    __doc__="Returns its one input unchanged.",
+    VERSION=1,
+    INPUTS={"source": Needs()},
+    OUTPUTS={"data": Columns({}, open=True)},
+    Options=StageOptions,
+    run=echo_run,
 )

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 from pydantic import Field
 
-from factory.options import DataFile, StageOptions, operational
-from factory.stage import StageOutput
+from factory.options import BackendRef, DataFile, StageOptions, operational
+from factory.stage import Columns, Needs, StageOutput
 
 NOISE = 0.0  # added to every value: lets a test make a stage's output change under the same fingerprint
 
@@ -23,7 +23,7 @@ class CounterOptions(StageOptions):
     scale: float = Field(1.0, description="multiplies every value")
     fail_below: float = Field(0.0, description="rows whose value is below this are reported as failures")
     prompt: DataFile | None = Field(None, description="a file whose bytes enter the fingerprint")
-    backend: str | None = Field(None, description="a backend name (checked by the recipe, hashed by fingerprints)")
+    backend: BackendRef | None = Field(None, description="a backend name (checked by the recipe, hashed by fingerprints)")
     sleep_s: float = operational(0.0, description="sleep per batch (to kill a build mid-stage)")
     crash_at_batch: int | None = operational(None, description="raise when this batch index runs")
 
@@ -40,7 +40,7 @@ def counter_run(options: CounterOptions, inputs, ctx):
     if options.crash_at_batch is not None and ctx.batch_index == options.crash_at_batch:
         raise RuntimeError(f"boom at batch {ctx.batch_index}")
     offset = 0.0
-    for ds in inputs.values():  # a downstream counter adds the sum of its inputs' values
+    for ds in inputs.get("upstream", {}).values():  # a downstream counter adds the sum of its inputs' values
         offset += float(sum(ds["value"]))
     rows, failures = [], []
     for i in range(start, end):
@@ -57,7 +57,8 @@ def counter_run(options: CounterOptions, inputs, ctx):
 counter = SimpleNamespace(
     __doc__="Toy stage for runner tests.",
     VERSION=1,
-    INPUTS=(0, None),
+    INPUTS={"upstream": Needs("value", optional=True, many=True)},
+    OUTPUTS={"data": Columns({"row": "int64", "value": "float64"})},
     Options=CounterOptions,
     plan=counter_plan,
     run=counter_run,

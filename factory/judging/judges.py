@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 
 from factory.census.bigfive import TRAITS
 from factory.errors import DataError
-from factory.options import Options, operational
+from factory.options import BackendRef, Options, operational
 
 PROMPTS = ["judge/system.jinja", "judge/big_five.jinja"]
 Trait = Literal["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
@@ -40,7 +40,7 @@ Trait = Literal["openness", "conscientiousness", "extraversion", "agreeableness"
 
 class JudgeOptions(Options):
     kind: Literal["llm", "classifier"] = Field("llm", description="an LLM with the rubric, or a trait classifier")
-    backend: str | None = Field(None, description="llm: a backend named under `backends:`")
+    backend: BackendRef | None = Field(None, description="llm: a backend named under `backends:`")
     model: str | None = Field(None, description="classifier: a local folder or Hub id (5 regression outputs)")
     revision: str | None = Field(None, description="classifier: Hub revision (pin it for reproducible scores)")
     labels: list[Trait] | None = Field(None, description="classifier: trait of each output (default id2label)")

@@ -1,7 +1,7 @@
 """Simulate survey answers: each person (meta persona or a persona style) answers each question.
 
-Inputs: a meta-persona dataset (`meta_personas`), a question table (`questions`) and, optionally, a persona
-dataset (`personas`); they are told apart by their columns, in any order.
+Inputs (roles): `people` (a meta-persona dataset), `questions` (a question table) and, optionally, `personas`
+(a persona dataset); a listed `inputs: [people, personas, questions]` is matched to the roles by their columns.
 Output (one row per person x style x question x sample x round):
     person_id (str), geography (str), weight (float64), style (str: 'meta' or a persona style), question_id (str),
     mode (str: fast | reason | multi_turn | logprob | free_text), sample (int32), round (int32),
@@ -44,11 +44,40 @@ from typing import Any, Literal
 from pydantic import Field
 
 from factory.errors import DataError
-from factory.options import StageOptions
-from factory.stage import StageContext, StageOutput, rows_dataset
+from factory.options import BackendRef, StageOptions
+from factory.stage import Columns, Needs, StageContext, StageOutput, rows_dataset
 
 VERSION = 1
-INPUTS = (2, 3)
+INPUTS = {
+    "people": Needs("person_id", "weight", description="who answers, as their census facts"),
+    "personas": Needs("person_id", "style", "persona", optional=True, description="their written personas"),
+    "questions": Needs("question_id", "kind", "text", "options", description="what they answer"),
+}
+OUTPUTS = {
+    "data": Columns(
+        {
+            "person_id": "string",
+            "geography": "string",
+            "weight": "float64",
+            "style": "string",
+            "question_id": "string",
+            "mode": "string",
+            "sample": "int32",
+            "round": "int32",
+            "option_order": "list<int32>",
+            "choice": "int32",
+            "distribution": "list<float32>",
+            "valid": "bool",
+            "invalid_reason": "string",
+            "reasoning": "string",
+            "text": "string",
+            "model": "string",
+            "seed": "int64",
+            "prompt_tokens": "int32",
+            "completion_tokens": "int32",
+        }
+    )
+}
 PROMPTS = [
     "answers/system.jinja",
     "answers/fast.jinja",
@@ -59,7 +88,7 @@ PROMPTS = [
 
 
 class Options(StageOptions):
-    backend: str = Field(..., description="a backend named under `backends:`")
+    backend: BackendRef = Field(..., description="a backend named under `backends:`")
     mode: Literal["fast", "reason", "multi_turn", "logprob"] = Field("fast", description="how people answer")
     styles: list[str] | None = Field(
         None,
@@ -90,23 +119,6 @@ def files(options: Options) -> list[Path]:
     return [builtin(p) for p in PROMPTS]
 
 
-# --- inputs -----------------------------------------------------------------------------------------------------
-def _roles(inputs: dict, stage: str) -> tuple[Any, Any, Any]:
-    people = personas = questions = None
-    for ds in inputs.values():
-        cols = set(ds.column_names)
-        if {"question_id", "options"} <= cols:
-            questions = ds
-        elif {"style", "persona"} <= cols:
-            personas = ds
-        elif {"person_id", "weight"} <= cols:
-            people = ds
-    if people is None or questions is None:
-        missing = "a meta-persona stage" if people is None else "a questions stage"
-        raise DataError(f"stages.{stage}.inputs: needs {missing} (and optionally a personas stage)")
-    return people, personas, questions
-
-
 def _styles(options: Options, personas, stage: str) -> list[str]:
     available = list(dict.fromkeys(personas["style"])) if personas is not None else []
     styles = options.styles or ["meta", *available]
@@ -118,7 +130,7 @@ def _styles(options: Options, personas, stage: str) -> list[str]:
 
 
 def plan(options: Options, inputs: dict, ctx: StageContext) -> list[list[int]]:
-    people, personas, _ = _roles(inputs, ctx.stage)
+    people, personas = inputs["people"], inputs.get("personas")
     styles = _styles(options, personas, ctx.stage)
     rows = list(range(len(people)))
     if any(s not in ("meta", "base") for s in styles):  # only people someone wrote a persona for
@@ -209,11 +221,10 @@ def _traits(person: dict) -> list[tuple[str, str, float]]:
 def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     from datasets import ClassLabel
 
-    from factory.llm.backend import for_stage
     from factory.personas.styles import facts
     from factory.seeds import derive_seed
 
-    people, personas, questions = _roles(inputs, ctx.stage)
+    people, personas, questions = inputs["people"], inputs.get("personas"), inputs["questions"]
     styles = _styles(options, personas, ctx.stage)
     names = {c: f.names for c, f in people.features.items() if isinstance(f, ClassLabel)}
     geos = _geographies(people)
@@ -226,7 +237,6 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
             if pid in wanted:
                 texts[(pid, style)] = text
     qs = questions.to_list()
-    client = for_stage(ctx, options.backend)
     metrics: dict[str, float] = {}
 
     def bump(key: str, by: float = 1.0) -> None:
@@ -263,19 +273,20 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                     )  # fmt: skip
 
     rows: list[dict] = []
-    if options.mode == "logprob":
-        choice_items = [it for it in items if it.question["kind"] != "open"]
-        rows += _logprob(options, client, choice_items, bump)
-    else:
-        first = "fast" if options.mode == "fast" else "reason"
-        rows += _sampled(options, client, items, first, 0, bump)
-        if options.mode == "multi_turn":
-            previous = rows
-            for r in range(1, options.rounds + 1):
-                later = [it for it in items if it.question["kind"] != "open"]
-                _draw_peers(options, later, previous, r, ctx)
-                previous = _sampled(options, client, later, "multi_turn", r, bump)
-                rows += previous
+    with ctx.llm(options.backend) as client:
+        if options.mode == "logprob":
+            choice_items = [it for it in items if it.question["kind"] != "open"]
+            rows += _logprob(options, client, choice_items, bump)
+        else:
+            first = "fast" if options.mode == "fast" else "reason"
+            rows += _sampled(options, client, items, first, 0, bump)
+            if options.mode == "multi_turn":
+                previous = rows
+                for r in range(1, options.rounds + 1):
+                    later = [it for it in items if it.question["kind"] != "open"]
+                    _draw_peers(options, later, previous, r, ctx)
+                    previous = _sampled(options, client, later, "multi_turn", r, bump)
+                    rows += previous
     failures = [
         {
             "reason": r["invalid_reason"],
@@ -290,11 +301,7 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     ]
     bump("answers", len(rows))
     bump("invalid", len(failures))
-    bump("backend_calls", client.calls)
-    bump("requests_cached", client.cache.hits if client.cache else 0)
-    if client.cache is not None:
-        client.cache.close()
-    return StageOutput(_dataset(rows), failures, metrics)
+    return StageOutput(rows_dataset(rows, OUTPUTS["data"]), failures, metrics)
 
 
 def _row(it: _Item, mode: str, model: str, **kw: Any) -> dict:
@@ -440,38 +447,6 @@ def _logprob(options: Options, client, items: list[_Item], bump) -> list[dict]:
             )
         )
     return rows
-
-
-def features():
-    from datasets import Features, List, Value
-
-    return Features(
-        {
-            "person_id": Value("string"),
-            "geography": Value("string"),
-            "weight": Value("float64"),
-            "style": Value("string"),
-            "question_id": Value("string"),
-            "mode": Value("string"),
-            "sample": Value("int32"),
-            "round": Value("int32"),
-            "option_order": List(Value("int32")),
-            "choice": Value("int32"),
-            "distribution": List(Value("float32")),
-            "valid": Value("bool"),
-            "invalid_reason": Value("string"),
-            "reasoning": Value("string"),
-            "text": Value("string"),
-            "model": Value("string"),
-            "seed": Value("int64"),
-            "prompt_tokens": Value("int32"),
-            "completion_tokens": Value("int32"),
-        }
-    )
-
-
-def _dataset(rows: list[dict]):
-    return rows_dataset(rows, features())
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:

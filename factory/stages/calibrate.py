@@ -69,7 +69,7 @@ from pydantic import Field, field_validator, model_validator
 
 from factory.census.raking import RAKEABLE
 from factory.errors import DataError, did_you_mean
-from factory.options import DataDir, DataFile, Options, StageOptions
+from factory.options import BackendRef, DataDir, DataFile, Options, StageOptions
 from factory.stage import StageContext, StageOutput, rows_dataset
 from factory.stages.meta_personas import BigFiveOptions
 
@@ -127,7 +127,7 @@ class CensusOptions(Options):
 
 
 class JudgeOptions(Options):
-    backend: str = Field(..., description="a backend named under `backends:`")
+    backend: BackendRef = Field(..., description="a backend named under `backends:`")
     max_rounds: int = Field(3, ge=0, le=50, description="re-draws per person at most (0: judge only, never redraw)")
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy: the verdict depends on the person only")
     max_tokens: int = Field(16, ge=4, le=256, description="room for the verdict word")

@@ -35,10 +35,10 @@ from pydantic import AfterValidator, Field, model_validator
 
 from factory.errors import DataError, did_you_mean
 from factory.options import DataDir, DataFile, Options, StageOptions
-from factory.stage import StageContext, StageOutput
+from factory.stage import Columns, StageContext, StageOutput
 
 VERSION = 1
-INPUTS = (0, 0)
+INPUTS: dict = {}  # a source stage: it reads census tables, no upstream dataset
 
 TARGET_PRESETS = {
     # the personality-populations study's four target groups, (O, C, E, A, N)
@@ -205,3 +205,50 @@ def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts) -> 
             "internet respondents (a young, self-selected sample), clipped to [0, 1]."
         )
     return fidelity_summary(outputs["fidelity"], artifacts, notes)
+
+
+_PERSON = {
+    "person_id": "string",
+    "geography": "label",
+    "geography_id": "string",
+    "geography_name": "string",
+    "weight": "float64",
+    "age": "int16",
+    **dict.fromkeys(["age_band", "sex", "race_ethnicity"], "label"),
+    "hispanic": "bool",
+    **dict.fromkeys(
+        ["race", "education", "school_enrollment", "marital_status", "relationship", "household_type",
+         "employment_status", "occupation", "industry", "class_of_worker", "household_income", "health_insurance",
+         "veteran_status", "language", "english_ability", "nativity", "citizenship"],
+        "label",
+    ),
+}  # fmt: skip
+_PAPER = {"person_id": "string", "STATE": "string", "AGE": "label", "SEX": "label", "RACE": "label"}
+_PAPER["weight"] = "float64"
+_FIDELITY = {
+    "geography": "string",
+    "attribute": "string",
+    "margin": "string",
+    "table": "string",
+    "dims": "list<string>",
+    "given": "list<string>",
+    "cells": "int64",
+    "persons": "int64",
+    "tvd": "float64",
+    "max_abs_error": "float64",
+    "tvd_oneway": "float64",
+    "fit_tvd": "float64",
+}
+
+
+def outputs(options: Options) -> dict[str, Columns]:
+    """The persons (every attribute, Big Five unless `bigfive.mode: none`; or the paper-mode four) and the
+    fidelity report per geography and census table."""
+    from factory.census.bigfive import TRAITS
+
+    if options.mode == "paper":
+        people = dict(_PAPER)
+    else:
+        people = {**_PERSON, **({t: "float32" for t in TRAITS} if options.bigfive.mode != "none" else {})}
+    return {"data": Columns(people), "fidelity": Columns(_FIDELITY, open=True)}
+

@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from factory.errors import DataError, did_you_mean
-from factory.options import DataFile, Options, StageOptions
+from factory.options import BackendRef, DataFile, Options, StageOptions
 from factory.personas import styles as style_defs
 from factory.stage import StageContext, StageOutput, rows_dataset
 
@@ -57,7 +57,7 @@ class CustomStyle(Options):
 
 
 class Options(StageOptions):
-    backend: str = Field(..., description="a backend named under `backends:`")
+    backend: BackendRef = Field(..., description="a backend named under `backends:`")
     styles: list[str] = Field(
         default_factory=lambda: list(style_defs.STYLES),
         description=f"built-in ({', '.join(style_defs.STYLES)}) or keys of `templates`",

@@ -62,13 +62,31 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from factory.errors import DataError, did_you_mean
-from factory.options import DataFile, StageOptions
+from factory.options import BackendRef, DataFile, StageOptions
 from factory.options import Options as OptionBlock
 from factory.questionsets import SETS, DuplicateIndex, _row, features, load_file, load_set, normalize
-from factory.stage import StageContext, StageOutput
+from factory.stage import Columns, StageContext, StageOutput
 
 VERSION = 1
-INPUTS = (0, 0)
+INPUTS: dict = {}  # a source stage: shipped sets, user files or a model
+OUTPUTS = {
+    "data": Columns(
+        {
+            "question_id": "string",
+            "source": "string",
+            "source_id": "string",
+            "topic": "string",
+            "text": "string",
+            "kind": "string",
+            "options": "list<string>",
+            "ordinal": "list<float32>",
+            "refusal_index": "int32",
+            "human_distribution": "list<float64>",
+            "human_n": "int64",
+            "human_groups": "any",  # list of {attribute, group, counts}
+        }
+    )
+}
 PROMPTS = ["questions/system.jinja", "questions/generate.jinja"]
 SOURCE = "generated"
 MIN_WORDS, MAX_WORDS = 5, 60
@@ -92,7 +110,7 @@ SetName = Annotated[str, AfterValidator(_known_set)]
 
 
 class Generate(OptionBlock):
-    backend: str = Field(..., description="a backend named under `backends:`")
+    backend: BackendRef = Field(..., description="a backend named under `backends:`")
     topics: list[str] | Literal["personality_200"] = Field(
         ..., description="topics to write questions on, or personality_200: the personality study's 200 topics"
     )
