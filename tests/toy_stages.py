@@ -23,7 +23,7 @@ class CounterOptions(StageOptions):
     scale: float = Field(1.0, description="multiplies every value")
     fail_below: float = Field(0.0, description="rows whose value is below this are reported as failures")
     prompt: DataFile | None = Field(None, description="a file whose bytes enter the fingerprint")
-    backend: BackendRef | None = Field(None, description="a backend name (checked by the recipe, hashed by fingerprints)")
+    backend: BackendRef | None = Field(None, description="a backend (checked by the recipe, hashed by fingerprints)")
     sleep_s: float = operational(0.0, description="sleep per batch (to kill a build mid-stage)")
     crash_at_batch: int | None = operational(None, description="raise when this batch index runs")
 
