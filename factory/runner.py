@@ -193,7 +193,7 @@ class Runner:
         def view(n: str) -> Upstream:
             if n in entry.hub:
                 return Upstream(n, hub_fingerprint(entry.hub[n]), str(self._hub_data(entry.hub[n]).parent))
-            return Upstream(n, self.store(n).fingerprint, str(self.store(n).dir))
+            return self.store(n).view()
 
         return {role: {n: view(n) for n in v} if isinstance(v, list) else view(v) for role, v in entry.roles.items()}
 

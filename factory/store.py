@@ -45,6 +45,10 @@ class StageStore:
     partial_dir = property(lambda self: self.dir / ".partial")
     work_dir = property(lambda self: self.dir / "work")
 
+    def view(self) -> Upstream:
+        """This output as a reader sees it (manifest, artifacts, datasets): what stages and publishing get."""
+        return Upstream(self.dir.parent.name, self.fingerprint, str(self.dir))
+
     # --- completion -------------------------------------------------------------------------------------------
     def is_complete(self) -> bool:
         return self.marker_path.is_file()
@@ -192,11 +196,20 @@ class Upstream:
 
     def artifact(self, relative: str) -> Path:
         """A file or folder the stage wrote under its artifacts (it may not exist); never outside them."""
-        root = (Path(self.path) / "artifacts").resolve()
-        path = (root / relative).resolve()
-        if path != root and root not in path.parents:
-            raise ValueError(f"artifact path '{relative}' leaves {self.name}'s artifacts")
-        return path
+        return _inside(Path(self.path) / "artifacts", relative, f"{self.name}'s artifacts")
+
+    def artifacts(self, pattern: str = "*") -> list[Path]:
+        return sorted((Path(self.path) / "artifacts").glob(pattern))
+
+    def file(self, relative: str) -> Path:
+        """A file the stage wrote in its folder, by the relative path its manifest gives (it may not exist)."""
+        return _inside(Path(self.path), relative, f"{self.name}'s folder")
+
+    def dataset_dir(self, name: str = "data") -> Path:
+        """The saved folder of one of its datasets (`data`, or an extra such as `fidelity`)."""
+        if name in ("failures", "work", "artifacts", ".partial") or not name.replace("_", "a").isalnum():
+            raise ValueError(f"'{name}' is not a dataset of {self.name}")
+        return Path(self.path) / name
 
     def data(self) -> Any:
         from datasets import load_from_disk
@@ -210,3 +223,11 @@ class Upstream:
             if rec.get("path") and (Path(rec["path"]) / MARKER).is_file():
                 out[name] = Upstream(name, rec.get("fingerprint", ""), rec["path"])
         return out
+
+
+def _inside(root: Path, relative: str, what: str) -> Path:
+    root = root.resolve()
+    path = (root / relative).resolve()
+    if path != root and root not in path.parents:
+        raise ValueError(f"path '{relative}' leaves {what}")
+    return path

@@ -27,6 +27,7 @@ from typing import Any
 from factory.errors import FactoryError
 from factory.publish import cards
 from factory.publish.targets import Kind, Target
+from factory.store import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,14 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 @dataclass
 class Built:
-    """A finished stage output on disk."""
+    """A finished stage output (read through the store's `Upstream` view; publishing never reads the layout)."""
 
     stage: str
-    dir: Path
+    output: Upstream
 
     @cached_property
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.dir / "manifest.json").read_text())
+        return self.output.manifest
 
     @property
     def uses(self) -> str:
@@ -61,18 +62,18 @@ class Built:
     def features(self, output: str) -> dict:
         if output == "data" and "features" in self.manifest:
             return self.manifest["features"]
-        info = json.loads((self.dir / output / "dataset_info.json").read_text())
+        info = json.loads((self.output.dataset_dir(output) / "dataset_info.json").read_text())
         return info.get("features") or {}
 
     def rows(self, output: str) -> int:
         return int((self.manifest.get("outputs") or {}).get(output, self.manifest.get("rows", 0)))
 
     def plots(self) -> list[Path]:
-        return sorted((self.dir / "artifacts").glob("*.png"))
+        return self.output.artifacts("*.png")
 
     @property
     def adapter(self) -> Path | None:
-        path = self.dir / "artifacts" / "adapter"
+        path = self.output.artifact("adapter")
         return path if (path / "adapter_config.json").is_file() else None
 
 
@@ -96,8 +97,9 @@ class Context:
     def manifest_of(self, stage: str, info: dict | None = None) -> dict | None:
         if stage in self.built:
             return self.built[stage].manifest
-        path = Path((info or {}).get("path", "")) / "manifest.json"
-        return json.loads(path.read_text()) if info and path.is_file() else None
+        if not info or not info.get("path"):
+            return None
+        return Upstream(stage, info.get("fingerprint", ""), info["path"]).manifest or None
 
 
 def config_name(stage: str, output: str) -> str:
@@ -158,7 +160,7 @@ def dataset_files(plan: RepoPlan, ctx: Context, staging: Path) -> dict[str, Path
         b = ctx.built[stage]
         for out in b.outputs():
             name = config_name(stage, out)
-            for path in write_shards(b.dir / out, staging / "data" / name, max_bytes):
+            for path in write_shards(b.output.dataset_dir(out), staging / "data" / name, max_bytes):
                 files[f"data/{name}/{path.name}"] = path
         for png in b.plots():
             files[f"assets/{stage}/{png.name}"] = png
@@ -212,7 +214,7 @@ def _section(b: Built) -> str:
     """A stage's own card markdown (meta_personas' fidelity section), nested one level and with plot links
     pointing into the repo's assets."""
     rel = (b.manifest.get("summary") or {}).get("card_section")
-    path = b.dir / rel if isinstance(rel, str) else None
+    path = b.output.file(rel) if isinstance(rel, str) else None
     if path is None or not path.is_file():
         return ""
     text = path.read_text().replace("](artifacts/", f"](assets/{b.stage}/")

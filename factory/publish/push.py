@@ -56,7 +56,7 @@ def publish_recipe(
     for s in recipe.order:
         status = runner.status(s)
         if status.state == "cached":
-            built[s] = Built(s, runner.store(s).dir)
+            built[s] = Built(s, runner.store(s).view())
         elif s in stages:
             why = "is not built" if status.state in ("missing", "partial") else f"is stale ({status.detail})"
             raise FactoryError(f"publish: stage '{s}' {why}; run `factory build {recipe.path}` first")

@@ -1,1 +1,0 @@
-"""LLM backends: typed endpoint configs now; the generation layer builds on them."""
