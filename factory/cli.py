@@ -186,7 +186,7 @@ def review_export(recipe: Path, overrides: tuple[str, ...], stage: str | None, r
     """Log the review stage's (built) input pairs to its Argilla dataset; a re-export updates the same records."""
     from factory.recipe import load_recipe
     from factory.report import out
-    from factory.review.commands import describe_export, export_recipe
+    from factory.commands.review import describe_export, export_recipe
 
     for line in describe_export(export_recipe(load_recipe(recipe, overrides), runs_dir, stage)):
         out.print(line, soft_wrap=True)
@@ -201,7 +201,7 @@ def review_import(recipe: Path, overrides: tuple[str, ...], stage: str | None, r
     """Write the submitted Argilla responses to the decisions file and build the review stage from them."""
     from factory.recipe import load_recipe
     from factory.report import out
-    from factory.review.commands import describe_import, import_recipe
+    from factory.commands.review import describe_import, import_recipe
 
     result = import_recipe(load_recipe(recipe, overrides), runs_dir, stage)
     shown = result.path.relative_to(Path.cwd()) if result.path.is_relative_to(Path.cwd()) else result.path

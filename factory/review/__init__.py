@@ -15,5 +15,5 @@ The loop, for a recipe with `review: {uses: review, inputs: [pairs]}`:
 - `client`: the Argilla client (imported lazily): connection, dataset settings, upsert, fetching responses; every
   failure becomes one `ReviewError` line. The API key is read from `ARGILLA_API_KEY` per command and never
   written, logged or put in a message.
-- `commands`: what `factory review export|import` do with a recipe.
+- `factory.commands.review` (above the runner): what `factory review export|import` do with a recipe.
 """
