@@ -184,9 +184,9 @@ def review() -> None:
 @RUNS_DIR
 def review_export(recipe: Path, overrides: tuple[str, ...], stage: str | None, runs_dir: Path) -> None:
     """Log the review stage's (built) input pairs to its Argilla dataset; a re-export updates the same records."""
+    from factory.commands.review import describe_export, export_recipe
     from factory.recipe import load_recipe
     from factory.report import out
-    from factory.commands.review import describe_export, export_recipe
 
     for line in describe_export(export_recipe(load_recipe(recipe, overrides), runs_dir, stage)):
         out.print(line, soft_wrap=True)
@@ -199,9 +199,9 @@ def review_export(recipe: Path, overrides: tuple[str, ...], stage: str | None, r
 @RUNS_DIR
 def review_import(recipe: Path, overrides: tuple[str, ...], stage: str | None, runs_dir: Path) -> None:
     """Write the submitted Argilla responses to the decisions file and build the review stage from them."""
+    from factory.commands.review import describe_import, import_recipe
     from factory.recipe import load_recipe
     from factory.report import out
-    from factory.commands.review import describe_import, import_recipe
 
     result = import_recipe(load_recipe(recipe, overrides), runs_dir, stage)
     shown = result.path.relative_to(Path.cwd()) if result.path.is_relative_to(Path.cwd()) else result.path

@@ -25,8 +25,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from factory import registry
-from factory.backends.config import BackendConfig
 from factory.errors import RecipeError, did_you_mean
+from factory.llm.config import BackendConfig
 from factory.options import Options, StageOptions, backend_refs
 from factory.publish import hub_inputs
 from factory.publish.hub_inputs import HubRef

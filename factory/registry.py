@@ -27,9 +27,9 @@ STAGES: dict[str, str] = {
 }
 
 BACKENDS: dict[str, str] = {
-    "transformers": "factory.backends.config:TransformersConfig",
-    "vllm": "factory.backends.config:VLLMConfig",
-    "openai": "factory.backends.config:OpenAIConfig",
+    "transformers": "factory.llm.config:TransformersConfig",
+    "vllm": "factory.llm.config:VLLMConfig",
+    "openai": "factory.llm.config:OpenAIConfig",
 }
 
 

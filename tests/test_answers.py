@@ -187,7 +187,7 @@ class Scripted:
         self.replies = list(replies)
 
     def generate(self, requests, follow=None):  # follow-ups (retries) in rounds, as remote backends run them
-        from factory.llm.backend import in_rounds
+        from factory.llm.types import in_rounds
 
         return in_rounds(self._answer, requests, follow)
 

@@ -329,7 +329,7 @@ class Scripted:
         self.seeds = []
 
     def generate(self, requests, follow=None):  # follow-ups (retries) in rounds, as remote backends run them
-        from factory.llm.backend import in_rounds
+        from factory.llm.types import in_rounds
 
         return in_rounds(self._answer, requests, follow)
 
@@ -401,8 +401,8 @@ def test_prompts_are_sandboxed_and_strict(tmp_path):
 
 @pytest.mark.slow
 def test_embedded_default_model_converts_and_answers(tmp_path, monkeypatch):
-    from factory.backends.config import TransformersConfig
     from factory.llm import backend
+    from factory.llm.config import TransformersConfig
 
     monkeypatch.setenv("FACTORY_CACHE", str(tmp_path))
     client = backend.load(TransformersConfig(), None)

@@ -221,7 +221,7 @@ class Scripted:
         self.sampling = []
 
     def generate(self, requests, follow=None):  # follow-ups (retries) in rounds, as remote backends run them
-        from factory.llm.backend import in_rounds
+        from factory.llm.types import in_rounds
 
         return in_rounds(self._answer, requests, follow)
 

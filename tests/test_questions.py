@@ -309,7 +309,7 @@ class ScriptedClient:
         self.calls = 0
 
     def generate(self, requests, follow=None):  # follow-ups (retries) in rounds, as remote backends run them
-        from factory.llm.backend import in_rounds
+        from factory.llm.types import in_rounds
 
         return in_rounds(self._answer, requests, follow)
 

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from factory.backends.config import VLLMConfig
 from factory.llm import vllm_backend
+from factory.llm.config import VLLMConfig
 from factory.llm.types import Constraint, GenerationRequest, Sampling, ScoreRequest
 
 

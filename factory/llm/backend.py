@@ -1,14 +1,7 @@
-"""The backend interface and the cached client stages use.
+"""Loading a backend for a recipe's backend config, and the cached client stages use.
 
-    class Backend(Protocol):
-        model_id, revision
-        generate(requests: list[GenerationRequest], follow=None) -> list[GenerationResult]
-        score_choices(requests: list[ScoreRequest]) -> list[ScoreResult]
-
-`follow(i, result)`, when given, is called as each request finishes and returns follow-up requests (a retry, the
-next turn of a conversation) that join the same run; the results list then holds those too, in the order they were
-added. The transformers backend gives them the next free slot of its running batch; the others run them in rounds
-(`in_rounds`).
+The interface itself (`Backend`, `Follow`, `in_rounds`) lives in `factory.llm.types`, apart from this factory that
+imports every implementation.
 
 `CachedBackend` puts the on-disk request cache in front of any backend: a rerun or a resumed build sends the model
 only the requests it has not answered before, each answer is stored as soon as it finishes, and `calls` counts what
@@ -17,26 +10,14 @@ was sent.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from factory.errors import FactoryError
 from factory.llm.cache import RequestCache
-from factory.llm.types import GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
+from factory.llm.types import Backend, Follow, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
 
 _LOADED: dict[str, Any] = {}
-
-Follow = Callable[[int, GenerationResult], list[GenerationRequest]]
-
-
-class Backend(Protocol):
-    model_id: str
-    revision: str | None
-
-    def generate(self, requests: list[GenerationRequest], follow: Follow | None = None) -> list[GenerationResult]: ...
-
-    def score_choices(self, requests: list[ScoreRequest]) -> list[ScoreResult]: ...
 
 
 class CachedBackend:
@@ -123,22 +104,6 @@ class CachedBackend:
             else:
                 out.append(ScoreResult(**{**found[k], "cached": True}))
         return out
-
-
-def in_rounds(
-    generate: Callable[[list[GenerationRequest]], list[GenerationResult]],
-    requests: list[GenerationRequest],
-    follow: Follow | None,
-) -> list[GenerationResult]:
-    """`follow` for a backend that runs whole batches: each round's follow-ups make the next round."""
-    results: list[GenerationResult] = []
-    todo = list(requests)
-    while todo:
-        done = generate(todo)
-        offset = len(results)
-        results += done
-        todo = [more for j, r in enumerate(done) if follow is not None for more in follow(offset + j, r)]
-    return results
 
 
 def has_gpu() -> bool:

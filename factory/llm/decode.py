@@ -41,8 +41,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from factory.llm.backend import Follow
-from factory.llm.types import GenerationRequest, GenerationResult
+from factory.llm.types import Follow, GenerationRequest, GenerationResult
 
 ATTENTION = "factory_sdpa"
 

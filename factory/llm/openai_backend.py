@@ -16,8 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from factory.errors import FactoryError
-from factory.llm.backend import Follow, in_rounds
-from factory.llm.types import GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
+from factory.llm.types import Follow, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult, in_rounds
 
 
 def request_payload(model: str, request: GenerationRequest) -> dict:

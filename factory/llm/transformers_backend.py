@@ -19,9 +19,16 @@ from typing import Any
 import torch
 
 from factory.llm import decode
-from factory.llm.backend import Follow, in_rounds
 from factory.llm.decode import Decoder
-from factory.llm.types import Constraint, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
+from factory.llm.types import (
+    Constraint,
+    Follow,
+    GenerationRequest,
+    GenerationResult,
+    ScoreRequest,
+    ScoreResult,
+    in_rounds,
+)
 
 
 class TransformersBackend:

@@ -1,11 +1,23 @@
-"""Requests and results of the backend interface (`generate` and `score_choices`), backend-independent."""
+"""The backend interface and its requests and results, backend-independent.
+
+    class Backend(Protocol):
+        model_id, revision
+        generate(requests: list[GenerationRequest], follow=None) -> list[GenerationResult]
+        score_choices(requests: list[ScoreRequest]) -> list[ScoreResult]
+
+`follow(i, result)`, when given, is called as each request finishes and returns follow-up requests (a retry, the
+next turn of a conversation) that join the same run; the results list then holds those too, in the order they were
+added. The transformers backend gives them the next free slot of its running batch; the others run them in rounds
+(`in_rounds`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 Messages = tuple[tuple[str, str], ...]  # (role, content) pairs: hashable, so requests can be cache keys
 
@@ -113,3 +125,31 @@ class ScoreResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+Follow = Callable[[int, GenerationResult], list[GenerationRequest]]
+
+
+class Backend(Protocol):
+    model_id: str
+    revision: str | None
+
+    def generate(self, requests: list[GenerationRequest], follow: Follow | None = None) -> list[GenerationResult]: ...
+
+    def score_choices(self, requests: list[ScoreRequest]) -> list[ScoreResult]: ...
+
+
+def in_rounds(
+    generate: Callable[[list[GenerationRequest]], list[GenerationResult]],
+    requests: list[GenerationRequest],
+    follow: Follow | None,
+) -> list[GenerationResult]:
+    """`follow` for a backend that runs whole batches: each round's follow-ups make the next round."""
+    results: list[GenerationResult] = []
+    todo = list(requests)
+    while todo:
+        done = generate(todo)
+        offset = len(results)
+        results += done
+        todo = [more for j, r in enumerate(done) if follow is not None for more in follow(offset + j, r)]
+    return results

@@ -13,8 +13,7 @@ import json
 import time
 from typing import Any
 
-from factory.llm.backend import Follow, in_rounds
-from factory.llm.types import GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
+from factory.llm.types import Follow, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult, in_rounds
 
 
 def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
