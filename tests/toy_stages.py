@@ -67,3 +67,31 @@ counter = SimpleNamespace(
 
 class NotAStage:
     pass
+
+
+# --- stages with named roles, for the contract tests ------------------------------------------------------------
+class JoinOptions(StageOptions):
+    wrong_output: bool = Field(False, description="write a column the stage does not declare")
+    extra_output: bool = Field(False, description="write an extra dataset the stage does not declare")
+
+
+def join_run(options: JoinOptions, inputs, ctx):
+    from datasets import Dataset
+
+    total = sum(inputs["values"]["value"]) - sum(inputs["subtract"]["value"]) if "subtract" in inputs else 0.0
+    upstream = ctx.upstream["values"]
+    row = {"total": float(total), "values_from": upstream.name, "values_rows": upstream.manifest["rows"]}
+    if options.wrong_output:
+        row["surprise"] = 1
+    extras = {"undeclared": Dataset.from_list([{"x": 1}])} if options.extra_output else {}
+    return StageOutput([row], extras=extras)
+
+
+join = SimpleNamespace(
+    __doc__="Toy stage with two roles: values (needs row, value) and an optional subtract (needs value).",
+    VERSION=1,
+    INPUTS={"values": Needs("row", "value"), "subtract": Needs("value", optional=True)},
+    OUTPUTS={"data": Columns({"total": "float64", "values_from": "string", "values_rows": "int64"})},
+    Options=JoinOptions,
+    run=join_run,
+)
