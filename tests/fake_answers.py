@@ -1,7 +1,8 @@
 """A stand-in `answers` stage for the evaluate tests (used through the recipe's `module:attr` hook; tests/ is on
 sys.path): every person answers every choice question in every style, deterministically from the stage seed.
 
-Output: the `answers` stage's schema (person_id, geography, weight, style, question_id, mode, sample, round,
+Input roles: `people` (person_id, geography, weight: a full meta-persona dataset) and `questions` (question_id,
+options). Output: the `answers` stage's schema (person_id, geography, weight, style, question_id, mode, sample, round,
 option_order, choice, distribution, valid, invalid_reason, reasoning, text, model, seed, prompt_tokens,
 completion_tokens). Every `invalid_every`-th row is an invalid answer (choice null, valid false).
 """
@@ -14,8 +15,10 @@ from typing import Literal
 from pydantic import Field
 
 from factory.options import StageOptions
-from factory.stage import StageOutput
-from factory.stages.answers import features  # the real stage's schema: the fake cannot drift from it
+from factory.stage import Needs, StageOutput, rows_dataset
+from factory.stages.answers import OUTPUTS  # the real stage's schema: the fake cannot drift from it
+
+INPUTS = {"people": Needs("person_id", "geography", "weight"), "questions": Needs("question_id", "options")}
 
 
 class FakeOptions(StageOptions):
@@ -25,10 +28,7 @@ class FakeOptions(StageOptions):
 
 
 def fake_run(options: FakeOptions, inputs, ctx):
-    from datasets import Dataset
-
-    people = next(ds for ds in inputs.values() if "age" in ds.column_names)
-    questions = next(ds for ds in inputs.values() if "options" in ds.column_names)
+    people, questions = inputs["people"], inputs["questions"]
     geo_names = people.features["geography"].names
     rows, n = [], 0
     for person in people.select_columns(["person_id", "geography", "weight"]).to_list():
@@ -68,9 +68,14 @@ def fake_run(options: FakeOptions, inputs, ctx):
                         "completion_tokens": 1,
                     }
                 )
-    return StageOutput(Dataset.from_list(rows, features=features()))
+    return StageOutput(rows_dataset(rows, OUTPUTS["data"]))
 
 
 stage = SimpleNamespace(
-    __doc__="Fake answers for evaluate tests.", VERSION=1, INPUTS=(2, 2), Options=FakeOptions, run=fake_run
+    __doc__="Fake answers for evaluate tests.",
+    VERSION=1,
+    INPUTS=INPUTS,
+    OUTPUTS=OUTPUTS,
+    Options=FakeOptions,
+    run=fake_run,
 )

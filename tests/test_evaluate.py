@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, Features, Value, load_from_disk
-from fake_answers import features as answer_features
+from fake_answers import OUTPUTS as ANSWER_OUTPUTS
 
 from factory.census import vocab
 from factory.census.persons import CITIZENSHIP, PAPER_AGE_NAMES, PAPER_RACE
@@ -111,7 +111,7 @@ def answers(rows: list[dict], persons: list[dict]) -> Dataset:
                 "completion_tokens": 1,
             }
         )
-    return Dataset.from_list(out, features=answer_features())
+    return Dataset.from_list(out, features=ANSWER_OUTPUTS["data"].features())
 
 
 def questions(rows: list[dict], split: list[str] | None = None) -> Dataset:
@@ -480,21 +480,20 @@ def test_rounds_last_or_all():
     assert list(pooled[pooled.geography == "ALL"].iloc[0].shares) == [0.5, 0.5]
 
 
-def test_inputs_are_recognised_by_columns():
+def test_inputs_are_read_by_role_and_options_checked():
+    """Inputs come keyed by role (the recipe's wiring is matched and checked at validate: tests/test_wiring.py)."""
     a, p, q = answers(ELECTION_ANSWERS[:1], PERSONS), people(PERSONS), questions(load_seed_set("election")[:1])
-    out = run(Options(), {"zz": q, "x": a, "y": p}, CTX)
+    out = run(Options(), {"questions": q, "answers": a, "people": p}, CTX)
     assert out.data.num_rows > 0
-    with pytest.raises(DataError, match="no questions dataset"):
-        run(Options(), {"a": a, "b": p, "c": p}, CTX)
     with pytest.raises(DataError, match="not in the people input"):
-        run(Options(), {"a": a, "b": people(PERSONS[1:]), "c": q}, CTX)
+        run(Options(), {"answers": a, "people": people(PERSONS[1:]), "questions": q}, CTX)
     with pytest.raises(ValueError, match="2012"):
         Options(elections=[2012])
     with pytest.raises(ValueError, match="did you mean 'INCOME'"):
         Options(group_attributes=["INCOM"])
 
 
-def test_paper_mode_people_are_recognised_and_weigh():
+def test_paper_mode_people_weigh():
     """meta_personas' paper mode (STATE, AGE band, SEX, RACE, weight; no `age`) feeds paper_election.yaml."""
     persons = PERSONS[:3]
     paper = Dataset.from_dict(
@@ -518,7 +517,7 @@ def test_paper_mode_people_are_recognised_and_weigh():
         ),
     )
     a, q = answers(ELECTION_ANSWERS[:3], persons), questions(load_seed_set("election")[:1])
-    out = run(Options(), {"q": q, "people": paper, "votes": a}, CTX)
+    out = run(Options(), {"questions": q, "people": paper, "answers": a}, CTX)
     agg = out.data.to_pandas().set_index(["weighting", "geography"])
     assert list(agg.loc[("population", "NY"), "shares"]) == pytest.approx([2 / 5, 3 / 5])
 

@@ -1,9 +1,12 @@
 """Score simulated answers against ground truth (state election results, Pew OpinionQA answers), by persona style.
 
-Inputs (three, told apart by their columns, in any order):
-    answers (`question_id`, `mode`, ...: the `answers` stage), people (`person_id`, `weight`, `age`, ...:
-    `meta_personas`, optionally with `raking_weight` from `calibrate`; paper mode, without `age`, joins no Pew
-    group), questions (`options`, `source`, ...: the `questions` stage).
+Input roles:
+    answers (the `answers` stage: person_id, geography, style, question_id, mode, round, choice, distribution,
+    valid), people (person_id, and `weight` / `raking_weight` for the population / raked weightings: a
+    `meta_personas` dataset, optionally with `raking_weight` from `calibrate`; paper mode, without `age`, joins no
+    Pew group), questions (the `questions` stage: question_id, source, text, options; ordinal, refusal_index,
+    human_distribution, human_groups and split where present). A listed `inputs: [answers, people, questions]`
+    is matched to the roles by their columns.
 Output `data`, the aggregates (one row per question x style x mode x geography x weighting; geography "ALL" is
 the national row over every answer):
     question_id, style, mode, geography, weighting (str), n_valid, n_invalid (int64),
@@ -13,9 +16,10 @@ Extra `elections` (election questions only; one row per year x question x style 
     real_dem_share, error (float64: two-party Democratic shares, error = sim - real), sim_winner, real_winner
     (str: D | R | tie), electoral_votes (int32)
 Extra `election_summary` (per year x question x style x mode x weighting):
-    year, question_id, style, mode, weighting, states, mae_state_share, winner_accuracy, sim_electoral_votes_dem,
-    real_electoral_votes_dem, electoral_votes_total, sim_national_dem_share, real_national_dem_share,
-    signed_bias (mean sim - real; > 0 leans Democratic), bias_toward (D | R)
+    year (int32), question_id, style, mode, weighting (str), states (int32), mae_state_share, winner_accuracy
+    (float64), sim_electoral_votes_dem, real_electoral_votes_dem, electoral_votes_total (int32),
+    sim_national_dem_share, real_national_dem_share, signed_bias (float64; signed_bias is mean sim - real, > 0
+    leans Democratic), bias_toward (str: D | R)
 Extra `opinionqa` (questions with human distributions; per question x style x mode x weighting, overall with
 attribute and group null, then per Pew group the meta persona maps to):
     question_id, style, mode, weighting, split (null without a `split` column in questions), attribute, group,
@@ -63,16 +67,80 @@ from pydantic import Field, field_validator
 from factory.errors import DataError, did_you_mean
 from factory.evaluate import metrics as M
 from factory.options import StageOptions
-from factory.stage import StageContext, StageOutput, rows_dataset
+from factory.stage import Columns, Needs, StageContext, StageOutput, rows_dataset
 
 VERSION = 1
-INPUTS = (3, 3)
+ANSWER_COLUMNS = ["person_id", "geography", "style", "question_id", "mode", "round", "choice", "distribution", "valid"]
+INPUTS = {
+    "answers": Needs(*ANSWER_COLUMNS, description="simulated answers (the answers stage)"),
+    "people": Needs("person_id", description="who answered, with weight / raking_weight as the weightings ask"),
+    "questions": Needs("question_id", "source", "text", "options", description="the questions asked"),
+}
+_RUN = {"style": "string", "mode": "string", "weighting": "string"}
+OUTPUTS = {
+    "data": Columns(
+        {
+            "question_id": "string",
+            "style": "string",
+            "mode": "string",
+            "geography": "string",
+            "weighting": "string",
+            "n_valid": "int64",
+            "n_invalid": "int64",
+            "shares": "list<float64>",
+        }
+    ),
+    "styles": Columns({**_RUN, "metric": "string", "value": "float64"}),
+    "elections": Columns(
+        {
+            "year": "int32",
+            "question_id": "string",
+            **_RUN,
+            "state": "string",
+            "n_valid": "int64",
+            "sim_dem_share": "float64",
+            "real_dem_share": "float64",
+            "error": "float64",
+            "sim_winner": "string",
+            "real_winner": "string",
+            "electoral_votes": "int32",
+        }
+    ),
+    "election_summary": Columns(
+        {
+            "year": "int32",
+            "question_id": "string",
+            **_RUN,
+            "states": "int32",
+            "mae_state_share": "float64",
+            "winner_accuracy": "float64",
+            "sim_electoral_votes_dem": "int32",
+            "real_electoral_votes_dem": "int32",
+            "electoral_votes_total": "int32",
+            "sim_national_dem_share": "float64",
+            "real_national_dem_share": "float64",
+            "signed_bias": "float64",
+            "bias_toward": "string",
+        }
+    ),
+    "opinionqa": Columns(
+        {
+            "question_id": "string",
+            **_RUN,
+            "split": "string",
+            "attribute": "string",
+            "group": "string",
+            "n": "int64",
+            "alignment": "float64",
+            "tv": "float64",
+        }
+    ),
+}
 ALL = "ALL"
 WEIGHTINGS = ("unweighted", "population", "raked")
 MAIN_METRICS = r"election_mae_|winner_accuracy_|opinionqa_alignment$|opinionqa_tv$|invalid_share$"  # in styles.png
 QUESTION_COLUMNS = ("question_id", "source", "text", "options", "ordinal", "refusal_index", "human_distribution",
                     "human_groups", "split")  # fmt: skip
-ANSWER_COLUMNS = ["person_id", "geography", "style", "question_id", "mode", "round", "choice", "distribution", "valid"]
 
 
 class Options(StageOptions):
@@ -122,29 +190,6 @@ def files(options: Options) -> list[Path]:
     from factory.resources import data_path
 
     return [data_path(*M.RESULTS_FILE)]
-
-
-def _identify(inputs: dict, stage: str) -> tuple:
-    """(answers, people, questions): each input is recognised by the columns it has, not by its name.
-
-    People are the input with `person_id` that is not the answers: the full meta persona (with `age`) or the
-    paper-mode one (STATE, AGE band, SEX, RACE), which has no `age` and so joins no Pew group but still weighs.
-    """
-    datasets = list(inputs.values())
-    answers = next((ds for ds in datasets if {"question_id", "mode"} <= set(ds.column_names)), None)
-    questions = next((ds for ds in datasets if {"options", "source"} <= set(ds.column_names)), None)
-    people = sorted(
-        (ds for ds in datasets if "person_id" in ds.column_names and ds is not answers),
-        key=lambda ds: "age" not in ds.column_names,
-    )
-    for role, found, cols in (
-        ("answers", answers, "question_id, mode"),
-        ("people", people, "person_id, not answers"),
-        ("questions", questions, "options, source"),
-    ):
-        if not found:
-            raise DataError(f"stages.{stage}.inputs: no {role} dataset (columns {cols}) among {', '.join(inputs)}")
-    return answers, people[0], questions
 
 
 def _answers(ds, rounds: str):
@@ -229,7 +274,7 @@ def _election_questions(questions: dict, results, years: list[int]) -> tuple[dic
 
 
 def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
-    answers_ds, people_ds, questions_ds = _identify(inputs, ctx.stage)
+    answers_ds, people_ds, questions_ds = inputs["answers"], inputs["people"], inputs["questions"]
     df = _answers(answers_ds, options.rounds)
     person_index, person_weights, person_groups = _people(people_ds, options, ctx.stage)
     qcols = [c for c in QUESTION_COLUMNS if c in questions_ds.column_names]
@@ -295,12 +340,12 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     state_rows, summary_rows = _elections(agg_rows, election_qs, results)
     style_rows = _styles(options, counts, summary_rows, oqa_rows)
 
-    extras = {"styles": rows_dataset(style_rows, _features("styles"))}
+    extras = {"styles": rows_dataset(style_rows, OUTPUTS["styles"])}
     if election_qs:
-        extras["elections"] = rows_dataset(state_rows, _features("elections"))
-        extras["election_summary"] = rows_dataset(summary_rows, _features("election_summary"))
+        extras["elections"] = rows_dataset(state_rows, OUTPUTS["elections"])
+        extras["election_summary"] = rows_dataset(summary_rows, OUTPUTS["election_summary"])
     if any(q.get("human_distribution") is not None for q in questions.values()):
-        extras["opinionqa"] = rows_dataset(oqa_rows, _features("opinionqa"))
+        extras["opinionqa"] = rows_dataset(oqa_rows, OUTPUTS["opinionqa"])
     agg_rows.sort(
         key=lambda r: (r["question_id"], r["style"], r["mode"], r["weighting"], r["geography"] != ALL, r["geography"])
     )
@@ -313,7 +358,7 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
         "opinionqa_rows": float(len(oqa_rows)),
         "opinionqa_null_alignment": float(sum(r["alignment"] is None for r in oqa_rows)),
     }
-    return StageOutput(rows_dataset(agg_rows, _features("aggregates")), metrics=metrics, extras=extras)
+    return StageOutput(rows_dataset(agg_rows, OUTPUTS["data"]), metrics=metrics, extras=extras)
 
 
 def _opinionqa(q, options, vectors, ok, w, national, style, mode, groups, at, weighting) -> list[dict]:
@@ -428,56 +473,6 @@ def _styles(options: Options, counts: dict, summary_rows: list[dict], oqa_rows: 
         for metric, v in metrics.items()
     ]
     return sorted(rows, key=lambda r: (r["style"], r["mode"], r["weighting"], r["metric"]))
-
-
-def _features(name: str):
-    from datasets import Features, List, Value
-
-    s, f, i = Value("string"), Value("float64"), Value("int64")
-    run = {"style": s, "mode": s, "weighting": s}
-    tables = {
-        "aggregates": {
-            "question_id": s,
-            "style": s,
-            "mode": s,
-            "geography": s,
-            "weighting": s,
-            "n_valid": i,
-            "n_invalid": i,
-            "shares": List(f),
-        },
-        "elections": {
-            "year": Value("int32"),
-            "question_id": s,
-            **run,
-            "state": s,
-            "n_valid": i,
-            "sim_dem_share": f,
-            "real_dem_share": f,
-            "error": f,
-            "sim_winner": s,
-            "real_winner": s,
-            "electoral_votes": Value("int32"),
-        },
-        "election_summary": {
-            "year": Value("int32"),
-            "question_id": s,
-            **run,
-            "states": Value("int32"),
-            "mae_state_share": f,
-            "winner_accuracy": f,
-            "sim_electoral_votes_dem": Value("int32"),
-            "real_electoral_votes_dem": Value("int32"),
-            "electoral_votes_total": Value("int32"),
-            "sim_national_dem_share": f,
-            "real_national_dem_share": f,
-            "signed_bias": f,
-            "bias_toward": s,
-        },
-        "opinionqa": {"question_id": s, **run, "split": s, "attribute": s, "group": s, "n": i, "alignment": f, "tv": f},
-        "styles": {**run, "metric": s, "value": f},
-    }
-    return Features(tables[name])
 
 
 def headline_weighting(options: Options) -> str:
