@@ -1,8 +1,9 @@
 """Regenerate `factory/training/dpo_config_fields.json`: every `trl.DPOConfig` field and its simple type.
 
-`factory validate` checks a recipe's `train_dpo.dpo` keys and value types against that file, so validating never
-imports trl, transformers or torch. Rerun this script whenever the trl pin changes; a test regenerates the table in
-memory and fails when it no longer matches the installed trl.
+`factory validate` checks a recipe's `train_dpo.dpo` keys and value types against that file (read as `FIELDS_FILE`
+by `factory/training/config.py`), so validating never imports trl, transformers or torch. Rerun this script
+whenever the trl pin changes; a test regenerates the table in memory and fails when it no longer matches the
+installed trl.
 
     .venv/bin/python scripts/dpo_config_fields.py
 

@@ -22,6 +22,7 @@ from factory.recipe import load_recipe
 from factory.runner import Runner
 from factory.stage import StageContext
 from factory.stages import train_dpo
+from factory.training.config import DPO_DEFAULTS, FIELDS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -267,10 +268,10 @@ def test_dpo_config_fields_match_installed_trl():
     spec = importlib.util.spec_from_file_location("dpo_config_fields", ROOT / "scripts" / "dpo_config_fields.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    shipped = json.loads(train_dpo.FIELDS_FILE.read_text())
+    shipped = json.loads(FIELDS_FILE.read_text())
     fresh = script.generate()
     assert fresh["fields"] == shipped["fields"], (
         f"trl {fresh['trl']} changed DPOConfig (shipped table is from trl {shipped['trl']}): "
-        "run scripts/dpo_config_fields.py and review the REFUSED keys of factory/stages/train_dpo.py"
+        "run scripts/dpo_config_fields.py and review the REFUSED keys of factory/training/config.py"
     )
-    assert set(train_dpo.DPO_DEFAULTS) <= set(shipped["fields"])
+    assert set(DPO_DEFAULTS) <= set(shipped["fields"])

@@ -36,125 +36,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from factory.errors import StageError, did_you_mean
-from factory.options import Options as OptionsBase
+from factory.errors import StageError
 from factory.options import StageOptions, operational
 from factory.stage import StageContext, StageOutput
+from factory.training.config import DPO_DEFAULTS, LoraOptions, check_dpo
 
 VERSION = 1
 INPUTS = (1, 1)
-FIELDS_FILE = Path(__file__).resolve().parents[1] / "training" / "dpo_config_fields.json"
-
-# what the factory passes to DPOConfig unless the recipe says otherwise
-DPO_DEFAULTS: dict[str, Any] = {
-    "logging_steps": 1,  # the training log is this stage's output: one row per optimizer step
-    "precompute_ref_batch_size": 8,  # fixed, so the cached reference log-probs survive a change of train batch size
-    "disable_tqdm": True,  # the factory shows its own progress
-}
-
-# DPOConfig keys a recipe may not set, and why: the factory sets them itself or they contradict how the stage works
-REFUSED: dict[str, str] = {
-    "output_dir": "checkpoints go to the stage's work folder",
-    "logging_dir": "the training log is the stage's output dataset",
-    "overwrite_output_dir": "checkpoints go to the stage's work folder",
-    "seed": "derived from the recipe seed (set `seed:` at the recipe's top level)",
-    "data_seed": "derived from the recipe seed (set `seed:` at the recipe's top level)",
-    "report_to": "the training log is the stage's output dataset; no trackers",
-    "precompute_ref_log_probs": "always on: reference log-probs are precomputed once and cached",
-    "resume_from_checkpoint": "a rerun after a crash resumes from the last checkpoint by itself",
-    "save_strategy": "set the stage's `save_steps` option",
-    "save_steps": "set the stage's `save_steps` option (it does not change the fingerprint)",
-    "save_total_limit": "checkpoints only serve crash recovery; the factory keeps the last two",
-    "save_only_model": "checkpoints must hold the optimizer state to resume exactly",
-    "load_best_model_at_end": "checkpoints only serve crash recovery and are deleted after training",
-    "bf16": "set the stage's `precision` option",
-    "fp16": "set the stage's `precision` option",
-    "bf16_full_eval": "set the stage's `precision` option",
-    "fp16_full_eval": "set the stage's `precision` option",
-    "use_cpu": "the device is the machine's GPU when it has one, else the CPU",
-    "gradient_checkpointing": "set the stage's `gradient_checkpointing` option",
-    "model_init_kwargs": "set the stage's `model`, `revision`, `precision` and `load_in` options",
-    "trust_remote_code": "a recipe never runs code from a model repository",
-    "push_to_hub": "publishing is the recipe's `publish` block",
-    "hub_model_id": "publishing is the recipe's `publish` block",
-    "hub_token": "publishing is the recipe's `publish` block (and a token never belongs in a recipe)",
-    "hub_strategy": "publishing is the recipe's `publish` block",
-    "hub_private_repo": "publishing is the recipe's `publish` block",
-    "hub_always_push": "publishing is the recipe's `publish` block",
-    "hub_revision": "publishing is the recipe's `publish` block",
-    "sync_ref_model": "the reference is the frozen base (adapter disabled) with cached log-probs",
-    "ref_model_mixup_alpha": "the reference is the frozen base (adapter disabled) with cached log-probs",
-    "ref_model_sync_steps": "the reference is the frozen base (adapter disabled) with cached log-probs",
-    "remove_unused_columns": "the stage hands TRL only the columns it reads",
-}
-SINGLE_AS_LIST = {"loss_type"}  # DPOConfig turns `loss_type: sigmoid` into ["sigmoid"] itself
-
-
-@cache
-def dpo_fields() -> dict[str, str]:
-    """DPOConfig field -> simple type ('float', 'int|null', ...), from the file shipped with the package."""
-    return json.loads(FIELDS_FILE.read_text())["fields"]
-
-
-_CHECKS = {
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "list": lambda v: isinstance(v, list),
-    "dict": lambda v: isinstance(v, dict),
-    "null": lambda v: v is None,
-    "any": lambda v: True,
-}
-
-
-def check_dpo(values: dict[str, Any]) -> dict[str, Any]:
-    """Validate `dpo:` keys and value types against DPOConfig's fields; returns the values, numbers coerced."""
-    fields = dpo_fields()
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in REFUSED:
-            raise ValueError(f"'{key}' is set by the factory: {REFUSED[key]}")
-        if key not in fields:
-            raise ValueError(f"unknown DPOConfig key '{key}'{did_you_mean(key, fields)}")
-        kinds = fields[key].split("|")
-        if isinstance(value, str) and "float" in kinds and "str" not in kinds:
-            try:  # YAML 1.1 reads 2e-5 (no dot) as a string
-                value = float(value)
-            except ValueError:
-                pass
-        ok = any(_CHECKS[k](value) for k in kinds) or (key in SINGLE_AS_LIST and isinstance(value, str))
-        if not ok:
-            raise ValueError(f"'{key}' expects {' or '.join(kinds)}, got {value!r}")
-        out[key] = value
-    return out
-
-
-class LoraOptions(OptionsBase):
-    r: int = Field(8, ge=1, le=4096, description="adapter rank: more capacity and memory (the study used 32)")
-    alpha: float = Field(16, gt=0, description="updates are scaled by alpha / r (the study used 64)")
-    dropout: float = Field(
-        0.05, ge=0, lt=1, description="adapter input dropout; TRL zeroes every dropout unless dpo.disable_dropout=false"
-    )
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"],
-        description="module names to adapt, or all-linear (the study: q,k,v,o,gate,up,down_proj)",
-    )
-
-    @field_validator("target_modules")
-    @classmethod
-    def _targets(cls, value: Any) -> Any:
-        if isinstance(value, list) and not value:
-            raise ValueError("name at least one module (or all-linear)")
-        if isinstance(value, list) and "lm_head" in value:
-            raise ValueError("TRL computes log-probs from lm_head.weight directly, so an lm_head adapter never trains")
-        return value
 
 
 class Options(StageOptions):

@@ -356,7 +356,7 @@ def log_rows(history: list[dict[str, Any]]) -> tuple[list[dict], Any]:
 def dpo_config(options: Any, output_dir: Path, seed: int, device: str, precision: str, where: str) -> Any:
     from trl import DPOConfig
 
-    from factory.stages.train_dpo import DPO_DEFAULTS
+    from factory.training.config import DPO_DEFAULTS
 
     try:
         return DPOConfig(
