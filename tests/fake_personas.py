@@ -1,5 +1,7 @@
 """A `personas`-shaped stage for tests that need personas whatever the tiny model writes: the first `n` people
-get a short written persona in each of `styles`; the person with index `skip` gets none of the last style."""
+get a short written persona in each of `styles`; the person with index `skip` gets none of the last style.
+
+Input role: `people` (person_id). Output: person_id, style, persona (the columns the answers stage reads)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,10 @@ from types import SimpleNamespace
 from pydantic import Field
 
 from factory.options import StageOptions
+from factory.stage import Columns, Needs
+
+INPUTS = {"people": Needs("person_id")}
+OUTPUTS = {"data": Columns({"person_id": "string", "style": "string", "persona": "string"})}
 
 
 class Options(StageOptions):
@@ -17,7 +23,7 @@ class Options(StageOptions):
 
 
 def run(options: Options, inputs: dict, ctx):
-    (people,) = inputs.values()
+    people = inputs["people"]
     rows = []
     for i, pid in enumerate(people["person_id"][: options.n]):
         for style in options.styles:
@@ -27,4 +33,4 @@ def run(options: Options, inputs: dict, ctx):
     return rows
 
 
-stage = SimpleNamespace(Options=Options, run=run, VERSION=1, INPUTS=(1, 1), __doc__="fake personas")
+stage = SimpleNamespace(Options=Options, run=run, VERSION=1, INPUTS=INPUTS, OUTPUTS=OUTPUTS, __doc__="fake personas")

@@ -1,12 +1,14 @@
 """Write personas from meta personas with an LLM, in several styles, and measure how far each style drifts.
 
-Inputs: one meta-persona dataset (`meta_personas`, full or paper mode).
-Output (one row per person x style):
+Input role: `people` (a meta-persona dataset, full or paper mode: `person_id` and the census facts a persona is
+written from).
+Output `data` (one row per person x style):
     person_id (str), style (str), persona (str: JSON text for table and reflective styles, prose for descriptive),
     model (str), seed (int64), attempts (int32), finish_reason (str), prompt_tokens (int32),
     completion_tokens (int32), polarity (float32), subjectivity (float32)
+Extra output `drift` (one row per person x style x restated field):
+    person_id, style, field, stated, expected (str), contradicted (bool)
 Failures (kept with their reason: invalid JSON, schema violations, truncation, empty text): person_id, style, raw.
-Extra output `drift` (one row per person x style x restated field): field, stated, expected, contradicted.
 Plots: artifacts/drift.png; summary per style in the manifest (contradiction shares, text measures, distinct-n).
 
 Styles: objective_table (census fields as a JSON table), subjective_table (plus job, personality, lifestyle,
@@ -35,11 +37,38 @@ from pydantic import Field, field_validator
 from factory.errors import DataError, did_you_mean
 from factory.options import BackendRef, DataFile, Options, StageOptions
 from factory.personas import styles as style_defs
-from factory.stage import StageContext, StageOutput, rows_dataset
+from factory.stage import Columns, Needs, StageContext, StageOutput, rows_dataset
 
 VERSION = 2  # 2: descriptive answers capped at 4 tokens a word asked
 DESCRIPTIVE_TOKENS_PER_WORD = 4  # a descriptive persona's token limit per word asked (~3x the length asked)
-INPUTS = (1, 1)
+INPUTS = {"people": Needs("person_id", description="meta personas (full or paper mode): the facts written up")}
+OUTPUTS = {
+    "data": Columns(
+        {
+            "person_id": "string",
+            "style": "string",
+            "persona": "string",
+            "model": "string",
+            "seed": "int64",
+            "attempts": "int32",
+            "finish_reason": "string",
+            "prompt_tokens": "int32",
+            "completion_tokens": "int32",
+            "polarity": "float32",
+            "subjectivity": "float32",
+        }
+    ),
+    "drift": Columns(
+        {
+            "person_id": "string",
+            "style": "string",
+            "field": "string",
+            "stated": "string",
+            "expected": "string",
+            "contradicted": "bool",
+        }
+    ),
+}
 PROMPTS = [
     "personas/system.jinja",
     "personas/objective_table.jinja",
@@ -95,8 +124,7 @@ def files(options: Options) -> list[Path]:
 
 
 def plan(options: Options, inputs: dict, ctx: StageContext) -> list[list[int]]:
-    (meta,) = inputs.values()
-    n = len(meta)
+    n = len(inputs["people"])
     rows = list(range(n))
     if options.sample is not None:
         if options.sample > n:
@@ -108,14 +136,8 @@ def plan(options: Options, inputs: dict, ctx: StageContext) -> list[list[int]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
-def _client(options: Options, ctx: StageContext):
-    from factory.llm.backend import for_stage
-
-    return for_stage(ctx, options.backend)
-
-
 def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
-    from datasets import ClassLabel, Features, Value
+    from datasets import ClassLabel
 
     from factory.llm.structured import Job, json_parser, run_jobs, text_parser
     from factory.llm.types import Constraint, GenerationRequest, Sampling
@@ -123,10 +145,9 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     from factory.prompts import builtin, render
     from factory.seeds import derive_seed
 
-    (meta,) = inputs.values()
+    meta = inputs["people"]
     names = {c: f.names for c, f in meta.features.items() if isinstance(f, ClassLabel)}
     people = meta.select(ctx.batch).to_list()
-    client = _client(options, ctx)
     system = render(builtin("personas/system.jinja"))
     rows: list[dict] = []
     failures: list[dict] = []
@@ -289,44 +310,18 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
                 )
         else:  # reflective: turns in one growing conversation per person, then the profile
             chains += [reflective(p, f, 1, [{"role": "system", "content": system}]) for p, f in zip(people, facts)]
-    run_jobs(client, chains + [j for p in people for j in jobs.get(p["person_id"], [])], options.max_retries)
+    with ctx.llm(options.backend) as client:  # `record` reads client.model_id as answers come in
+        run_jobs(client, chains + [j for p in people for j in jobs.get(p["person_id"], [])], options.max_retries)
     # answers finish in the order the batch frees them: rows go out by person, then style, as the recipe lists them
     rank = {p["person_id"]: k for k, p in enumerate(people)}
     styles_rank = {s: k for k, s in enumerate(options.styles)}
     for table in (rows, failures, drift_rows):
         table.sort(key=lambda r: (rank[r["person_id"]], styles_rank[r["style"]]))
-    metrics["backend_calls"] = float(client.calls)
-    metrics["requests_cached"] = float(client.cache.hits if client.cache else 0)
-    if client.cache is not None:  # one SQLite connection per batch: close it rather than leave it to the GC
-        client.cache.close()
-
-    features = Features(
-        {
-            "person_id": Value("string"),
-            "style": Value("string"),
-            "persona": Value("string"),
-            "model": Value("string"),
-            "seed": Value("int64"),
-            "attempts": Value("int32"),
-            "finish_reason": Value("string"),
-            "prompt_tokens": Value("int32"),
-            "completion_tokens": Value("int32"),
-            "polarity": Value("float32"),
-            "subjectivity": Value("float32"),
-        }
-    )
-    drift_features = Features(
-        {
-            "person_id": Value("string"),
-            "style": Value("string"),
-            "field": Value("string"),
-            "stated": Value("string"),
-            "expected": Value("string"),
-            "contradicted": Value("bool"),
-        }
-    )
     return StageOutput(
-        rows_dataset(rows, features), failures, metrics, extras={"drift": rows_dataset(drift_rows, drift_features)}
+        rows_dataset(rows, OUTPUTS["data"]),
+        failures,
+        metrics,
+        extras={"drift": rows_dataset(drift_rows, OUTPUTS["drift"])},
     )
 
 
