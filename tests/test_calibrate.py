@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, load_from_disk
 
-from factory.census import persons
+from factory.census import persons, redraw
 from factory.census.raking import rake, tvd
 from factory.errors import DataError, RecipeError
 from factory.recipe import load_recipe
@@ -22,7 +22,7 @@ MAX_ROUNDS = 2
 
 @pytest.fixture(scope="module")
 def vermont():
-    return cal.CensusGeography.fit(cal.CensusOptions(), "VT")
+    return redraw.CensusGeography.fit(cal.CensusOptions(), "VT")
 
 
 def recipe_text(tiny_path, calibrate: str) -> str:
@@ -113,10 +113,10 @@ def test_redraw_with_a_fake_judge_keeps_the_census_joint(vermont):
 
     def judge(rows, round_):
         seen.append((round_, len(rows)))
-        return [cal.Verdict("implausible" if p["age"] < 30 else "plausible") for p in rows]
+        return [redraw.Verdict("implausible" if p["age"] < 30 else "plausible") for p in rows]
 
     rng_for = lambda pid, r: np.random.default_rng(derive_seed(7, "calibrate", pid, r))  # noqa: E731
-    done = cal.redraw_flagged(people, judge, vermont.drawer(rng_for), max_rounds=8)
+    done = redraw.redraw_flagged(people, judge, vermont.drawer(rng_for), max_rounds=8)
     t = done.table.to_pandas()
     assert not ((t["age"] < 30) & ~t["flagged"]).any()  # nobody under 30 is left unflagged
     assert t["judge_rounds"].max() <= 8 and [r for r, _ in seen] == list(range(len(seen)))

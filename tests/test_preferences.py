@@ -12,6 +12,7 @@ import pytest
 import torch
 from datasets import load_from_disk
 
+from factory.census.bigfive import TARGET_PRESETS
 from factory.judging import judges
 from factory.judging.judges import Judgement, JudgeOptions
 from factory.judging.pairs import near_duplicate_groups, pick_test_questions
@@ -19,7 +20,6 @@ from factory.llm.types import GenerationResult
 from factory.recipe import load_recipe
 from factory.runner import Runner
 from factory.stages import preferences
-from factory.stages.meta_personas import TARGET_PRESETS
 
 ROLES = TARGET_PRESETS["mbti_roles"]
 AN, DI = ROLES["Analyst"], ROLES["Diplomat"]

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from datasets import load_from_disk
 
+from factory.census.bigfive import TARGET_PRESETS
 from factory.judging import control
 from factory.judging.judges import Judgement
 from factory.recipe import load_recipe
 from factory.runner import Runner
 from factory.stages import trait_control
-from factory.stages.meta_personas import TARGET_PRESETS
 
 AN = TARGET_PRESETS["mbti_roles"]["Analyst"]
 QUESTIONS = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from functools import lru_cache
+from typing import Any, Protocol
 
 from factory.resources import data_path
 
@@ -52,3 +53,29 @@ class ACSFolder:
         from factory.census import acs2018
 
         return acs2018.geo_spec(geo, min_age, max_age, self.root)
+
+
+class SourceOptions(Protocol):
+    """What picks a census source: the meta_personas options, or calibrate's `census:` block (same names)."""
+
+    source: str
+    census_dir: Any  # a DataDir (`.resolved`) or None; acs2018 only
+    marginals: Any  # a DataFile (`.resolved`) or None; tidy only
+    base_geography: str | None  # tidy only
+
+
+def load_source(options: SourceOptions):
+    """The census source that `options` name: acs2018 (or an ACS folder in its layout), acs2023, or a tidy file."""
+    if options.source == "acs2018" and options.census_dir is not None:
+        return ACSFolder(str(options.census_dir.resolved))
+    if options.source == "acs2018":
+        from factory.census import acs2018
+
+        return acs2018
+    if options.source == "acs2023":
+        from factory.census import acs2023
+
+        return acs2023
+    from factory.census import tidy
+
+    return tidy.TidySource(options.marginals.resolved, options.base_geography)

@@ -6,7 +6,7 @@ Vectors are (O, C, E, A, N) in [0, 1], the order of `TRAITS`. A target specifica
   `vector_90_60_35_25_35` (percentages, the personality study's key). Meta personas drawn with
   `bigfive: {mode: targets, spread: 0}` therefore fall into exactly their preset's targets; census draws give
   (nearly) one target per person.
-- a preset name (`mbti_roles`, from `factory.stages.meta_personas.TARGET_PRESETS`) or a mapping name -> vector:
+- a preset name (`mbti_roles`, from `factory.census.bigfive.TARGET_PRESETS`) or a mapping name -> vector:
   each person's target is the named vector nearest (Euclidean) to their own traits, so people drawn around a
   target with a spread still belong to it. The target name is not stored by meta_personas; it is derived here.
 """
@@ -18,9 +18,8 @@ from typing import Literal
 
 import numpy as np
 
-from factory.census.bigfive import TRAITS, bands  # noqa: F401  (re-exported: the judging vocabulary)
+from factory.census.bigfive import TARGET_PRESETS, TRAITS, bands  # noqa: F401  (re-exported: the judging vocabulary)
 from factory.errors import DataError, did_you_mean
-from factory.stages.meta_personas import TARGET_PRESETS
 
 Similarity = Literal["exp_mse", "cosine", "neg_mae"]
 PERSONA = "persona"

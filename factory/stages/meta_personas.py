@@ -28,56 +28,19 @@ Randomness comes from the stage seed and the geography only, so the same recipe 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
+from factory.census.bigfive import BigFiveOptions
+from factory.census.sources import load_source
 from factory.errors import DataError, did_you_mean
-from factory.options import DataDir, DataFile, Options, StageOptions
+from factory.options import DataDir, DataFile, StageOptions
 from factory.stage import Columns, StageContext, StageOutput
 
 VERSION = 1
 INPUTS: dict = {}  # a source stage: it reads census tables, no upstream dataset
-
-TARGET_PRESETS = {
-    # the personality-populations study's four target groups, (O, C, E, A, N)
-    "mbti_roles": {
-        "Analyst": [0.90, 0.60, 0.35, 0.25, 0.35],
-        "Diplomat": [0.90, 0.50, 0.45, 0.90, 0.60],
-        "Sentinel": [0.25, 0.90, 0.50, 0.65, 0.40],
-        "Explorer": [0.40, 0.25, 0.80, 0.65, 0.25],
-    },
-}
-
-
-def _unit_vector(v: list[float]) -> list[float]:
-    if len(v) != 5 or not all(0.0 <= x <= 1.0 for x in v):
-        raise ValueError("a Big Five target is five numbers in [0, 1] (O, C, E, A, N)")
-    return v
-
-
-class BigFiveOptions(Options):
-    mode: Literal["census", "targets", "none"] = Field(
-        "census", description="census: conditional normal on age, sex and US birth; targets: around given vectors"
-    )
-    targets: dict[str, Annotated[list[float], AfterValidator(_unit_vector)]] | str | None = Field(
-        None, description="name -> [O, C, E, A, N], or a preset name ('mbti_roles'); assigned round-robin"
-    )
-    spread: float = Field(0.0, ge=0, le=0.5, description="standard deviation around target vectors")
-
-    @model_validator(mode="after")
-    def _targets(self) -> BigFiveOptions:
-        if self.mode == "targets":
-            if self.targets is None:
-                raise ValueError("mode 'targets' needs targets (a mapping or a preset name)")
-            if isinstance(self.targets, str) and self.targets not in TARGET_PRESETS:
-                raise ValueError(f"unknown preset '{self.targets}'{did_you_mean(self.targets, TARGET_PRESETS)}")
-        return self
-
-    def vectors(self) -> tuple[list[str], np.ndarray]:
-        t = TARGET_PRESETS[self.targets] if isinstance(self.targets, str) else (self.targets or {})
-        return list(t), np.array(list(t.values()))
 
 
 class Options(StageOptions):
@@ -130,26 +93,8 @@ class Options(StageOptions):
         return self
 
 
-def _source(options: Options):
-    if options.source == "acs2018" and options.census_dir is not None:
-        from factory.census.sources import ACSFolder
-
-        return ACSFolder(str(options.census_dir.resolved))
-    if options.source == "acs2018":
-        from factory.census import acs2018
-
-        return acs2018
-    if options.source == "acs2023":
-        from factory.census import acs2023
-
-        return acs2023
-    from factory.census import tidy
-
-    return tidy.TidySource(options.marginals.resolved, options.base_geography)
-
-
 def plan(options: Options, inputs: dict, ctx: StageContext) -> list[dict]:
-    source = _source(options)
+    source = load_source(options)
     geos = source.geographies()
     names = list(geos["geo"])
     chosen = names if options.geographies == "all" else list(options.geographies)
@@ -170,7 +115,7 @@ def plan(options: Options, inputs: dict, ctx: StageContext) -> list[dict]:
 def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     from factory.census import fidelity, model, persons
 
-    source = _source(options)
+    source = load_source(options)
     geo, n = ctx.batch["geo"], ctx.batch["n"]
     spec = source.geo_spec(geo, options.min_age, options.max_age)
     fitted = model.fit(spec, tol=options.ipf_tolerance)
@@ -251,4 +196,3 @@ def outputs(options: Options) -> dict[str, Columns]:
     else:
         people = {**_PERSON, **({t: "float32" for t in TRAITS} if options.bigfive.mode != "none" else {})}
     return {"data": Columns(people), "fidelity": Columns(_FIDELITY, open=True)}
-

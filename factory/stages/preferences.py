@@ -97,7 +97,7 @@ class Options(StageOptions):
 
     @model_validator(mode="after")
     def _consistent(self) -> Options:
-        from factory.stages.meta_personas import TARGET_PRESETS
+        from factory.census.bigfive import TARGET_PRESETS
 
         if self.rule == "judge" and self.judge is None:
             raise ValueError("rule 'judge' needs a judge block (judge: {backend: <name>})")
