@@ -1,0 +1,92 @@
+"""Recipe wiring (stage contract v2): a recipe's `inputs:` meet each stage's input roles at `load_recipe`, before
+anything runs; a mis-wired recipe fails there with one line naming the stage and the role."""
+
+from __future__ import annotations
+
+import pytest
+
+from factory.errors import RecipeError
+from factory.recipe import load_recipe
+
+# ---------------------------------------------------------------------------------------------------------------
+# the survey stages: answers, personas, evaluate (wired to the stages that really feed them)
+
+SURVEY = """
+name: w
+seed: 0
+backends:
+  small: {type: transformers, model: sshleifer/tiny-gpt2}
+stages:
+  people: {uses: meta_personas, geographies: [WY], n_per_geography: 5}
+  paper: {uses: meta_personas, mode: paper, geographies: [WY], n_per_geography: 5}
+  election: {uses: questions, sets: [election]}
+  opinion: {uses: questions, sets: [opinionqa]}
+"""
+
+
+def survey(write_recipe, stages: str):
+    return write_recipe(SURVEY + stages)
+
+
+def wiring_error(path) -> str:
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_survey_stages_listed_in_any_order_are_matched_to_their_roles(write_recipe):
+    recipe = load_recipe(
+        survey(
+            write_recipe,
+            """
+  personas: {uses: personas, inputs: [paper], backend: small, styles: [descriptive]}
+  votes: {uses: answers, inputs: [election, personas, people], backend: small}
+  evaluate: {uses: evaluate, inputs: [election, votes, paper]}
+""",
+        )
+    )
+    roles = {name: recipe.stages[name].roles for name in ("personas", "votes", "evaluate")}
+    assert roles["personas"] == {"people": "paper"}
+    assert roles["votes"] == {"people": "people", "personas": "personas", "questions": "election"}
+    assert roles["evaluate"] == {"answers": "votes", "people": "paper", "questions": "election"}
+
+
+def test_evaluate_fed_personas_instead_of_answers_fails_at_load(write_recipe):
+    message = wiring_error(
+        survey(
+            write_recipe,
+            """
+  personas: {uses: personas, inputs: [people], backend: small}
+  evaluate: {uses: evaluate, inputs: [personas, people, election]}
+""",
+        )
+    )
+    assert "stages.evaluate.inputs" in message and "role 'answers'" in message and "question_id" in message
+
+
+def test_evaluate_with_a_named_role_lacking_its_columns_fails_at_load(write_recipe):
+    message = wiring_error(
+        survey(
+            write_recipe,
+            """
+  votes: {uses: answers, inputs: [people, election], backend: small}
+  evaluate: {uses: evaluate, inputs: {answers: votes, people: paper, questions: people}}
+""",
+        )
+    )
+    assert message.startswith("stages.evaluate.inputs.questions:") and "role 'questions'" in message
+
+
+def test_personas_fed_a_questions_stage_fails_at_load(write_recipe):
+    message = wiring_error(survey(write_recipe, "  personas: {uses: personas, inputs: [election], backend: small}\n"))
+    assert message.startswith("stages.personas.inputs.people:") and "role 'people'" in message
+    assert "'election'" in message and "person_id" in message
+
+
+def test_answers_with_two_question_stages_and_no_people_fails_at_load(write_recipe):
+    message = wiring_error(
+        survey(write_recipe, "  votes: {uses: answers, inputs: [election, opinion], backend: small}\n")
+    )
+    assert "stages.votes.inputs" in message and "role 'people'" in message and "person_id" in message
