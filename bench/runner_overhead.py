@@ -75,8 +75,7 @@ def _build(recipe_text: str, runs: Path, overrides=(), **kw):
 def bench_questions(tmp: Path) -> None:
     from datasets import Dataset
 
-    from factory.questionsets import features, load_opinionqa, load_personality
-    from factory.stages.questions import deduplicate
+    from factory.questions.sets import deduplicate, features, load_opinionqa, load_personality
 
     def bare():
         rows, _ = deduplicate(load_opinionqa() + load_personality())

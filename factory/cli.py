@@ -162,7 +162,7 @@ def ls() -> None:
         doc = (registry.backend(name).__doc__ or "").strip().splitlines()
         click.echo(f"  {name:<16} {doc[0] if doc else ''}")
     from factory.census.sources import SOURCES
-    from factory.questionsets import SETS
+    from factory.questions.sets import SETS
 
     click.echo("census sources (stage 'meta_personas', option source):")
     for name, summary in SOURCES.items():

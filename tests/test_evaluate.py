@@ -15,8 +15,8 @@ from factory.census.persons import CITIZENSHIP, PAPER_AGE_NAMES, PAPER_RACE
 from factory.errors import DataError
 from factory.evaluate import metrics as M
 from factory.evaluate.plots import COLS, ROWS, TILE_GRID
-from factory.questionsets import features as question_features
-from factory.questionsets import load_seed_set
+from factory.questions.sets import features as question_features
+from factory.questions.sets import load_seed_set
 from factory.recipe import load_recipe
 from factory.resources import data_path
 from factory.runner import Runner

@@ -8,7 +8,7 @@ import pytest
 from datasets import load_from_disk
 
 from factory.errors import DataError
-from factory.questionsets import load_opinionqa, load_personality, load_seed_set, normalize
+from factory.questions.sets import load_opinionqa, load_personality, load_seed_set, normalize
 from factory.recipe import load_recipe
 from factory.runner import Runner
 
@@ -180,7 +180,7 @@ def test_bad_user_files_name_the_file(write_recipe, tmp_path, cli, name, content
 
 
 def test_duplicate_ids_across_files_are_an_error(tmp_path):
-    from factory.questionsets import read_csv
+    from factory.questions.sets import read_csv
 
     (tmp_path / "a.csv").write_text("topic,question,id\nx,One?,1\nx,Two?,1\n")
     from factory.options import DataFile
@@ -218,13 +218,13 @@ def test_default_output_has_no_split_column(write_recipe, tmp_path):
     ],
 )
 def test_check_question(text, reason):
-    from factory.stages.questions import check_question
+    from factory.questions.generate import check_question
 
     assert check_question(text) == reason
 
 
 def test_duplicate_index_exact_and_near():
-    from factory.questionsets import DuplicateIndex, jaccard
+    from factory.questions.sets import DuplicateIndex, jaccard
 
     index = DuplicateIndex(0.8)
     index.add("a", "What does trust mean to you?")
@@ -244,7 +244,7 @@ def test_duplicate_index_exact_and_near():
 
 def test_pool_keeps_valid_unique_questions_and_records_the_rest():
     """Hand-written model answers through the post-processing: exact ids kept, exact reasons for the rest."""
-    from factory.stages.questions import QuestionPool
+    from factory.questions.generate import QuestionPool
 
     pool = QuestionPool(0.8, known=[("personality/q00001", "What makes you laugh the most?")])
     kept = pool.offer(
@@ -422,8 +422,8 @@ def test_held_out_split_is_seeded(write_recipe, tmp_path, monkeypatch):
 
 def test_generation_end_to_end_on_the_tiny_model(tmp_path, tiny_path):
     """The tiny model (conftest's, one per session) writes gibberish: check invariants, not content."""
-    from factory.questionsets import DuplicateIndex
-    from factory.stages.questions import check_question
+    from factory.questions.generate import check_question
+    from factory.questions.sets import DuplicateIndex
 
     path = tmp_path / "r.yaml"
     path.write_text(f"""\

@@ -126,10 +126,10 @@ def near_duplicate_groups(items: Sequence[tuple[str, str]], threshold: float) ->
     """question_id -> the id of its group's first question, for (question_id, text) items.
 
     A question joins the group of the earlier question it repeats: the same normalised text, or word 1-2-gram
-    Jaccard similarity >= threshold (`factory.questionsets.DuplicateIndex`, its best match). Single link: a chain
+    Jaccard similarity >= threshold (`factory.questions.sets.DuplicateIndex`, its best match). Single link: a chain
     of near duplicates is one group. Items are taken in question_id order, so the groups never depend on input
     order."""
-    from factory.questionsets import DuplicateIndex
+    from factory.questions.sets import DuplicateIndex
 
     index = DuplicateIndex(threshold)
     root: dict[str, str] = {}

@@ -336,3 +336,16 @@ class DuplicateIndex:
         self._sizes[i] = len(sh)
         for s in sh:
             self._postings.setdefault(s, array("q")).append(i)
+
+
+def deduplicate(rows: list[dict]) -> tuple[list[dict], int]:
+    """Drop repeated questions, keeping every one with human data and otherwise the first of each group."""
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        key = (normalize(row["text"]), tuple(o.casefold() for o in row["options"]))
+        groups.setdefault(key, []).append(i)
+    keep: set[int] = set()
+    for members in groups.values():
+        measured = [i for i in members if rows[i]["human_distribution"] is not None]
+        keep.update(measured or members[:1])
+    return [r for i, r in enumerate(rows) if i in keep], len(rows) - len(keep)

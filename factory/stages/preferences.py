@@ -406,7 +406,7 @@ def _reply(shown: list[tuple[str, str]], i: int) -> list[dict[str, str]]:
 def _finish(options: Options, pairs: list[dict], dropped: list[dict], failures: list[dict], metrics: dict,
             extras: dict) -> StageOutput:  # fmt: skip
     from factory.judging.pairs import dedup
-    from factory.questionsets import normalize
+    from factory.questions.sets import normalize
 
     if options.dedup_prompts:
         pairs, dupes = dedup(pairs, lambda p: (p["target"], normalize(" ".join(m["content"] for m in p["prompt"]))))
