@@ -54,10 +54,10 @@ def adapter(tiny_path, tmp_path_factory):
 
 
 def test_base_and_adapter_answer_the_same_requests_and_cut_answers_are_never_judged(tiny_path, adapter, tmp_path):
+    from factory.judging.prompts import trait_prompt
     from factory.judging.targets import bands
     from factory.llm.transformers_backend import TransformersBackend
     from factory.llm.types import GenerationRequest, Sampling
-    from factory.stages.preferences import trait_prompt
 
     opts = trait_control.Options(judge={"backend": "unused"}, samples=2, max_tokens=96)
     judge = HashJudge()

@@ -1,2 +1,3 @@
-"""Big Five judging: judges (`judges`), targets and similarity (`targets`), the preference pair rules (`pairs`) and
-the trait-control report (`control`). Used by the `preferences` and `trait_control` stages."""
+"""Big Five judging: judges (`judges`), targets and similarity (`targets`), the preference pair rules (`pairs`),
+the trait-control report (`control`) and the trait prompt (`prompts`). Used by the `preferences` and
+`trait_control` stages."""

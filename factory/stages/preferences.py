@@ -63,6 +63,7 @@ from pydantic import AfterValidator, Field, model_validator
 from factory.errors import DataError, did_you_mean
 from factory.evaluate.metrics import GROUP_ATTRIBUTES
 from factory.judging.judges import JudgeOptions
+from factory.judging.prompts import trait_prompt
 from factory.judging.targets import PERSONA, check_vector
 from factory.options import StageOptions
 from factory.stage import StageContext, StageOutput, rows_dataset
@@ -336,13 +337,6 @@ def judge_rule(
     metrics["judge_failures"] = float(len(failures))
     extras = {"judgements": rows_dataset(judgements, judgement_features())}
     return _finish(options, out, dropped, failures, metrics, extras)
-
-
-def trait_prompt(traits: list, question: str) -> list[dict[str, str]]:
-    from factory.prompts import builtin, render
-
-    system = render(builtin("preferences/trait_system.jinja"), traits=traits)
-    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
 
 
 def opinion_rule(

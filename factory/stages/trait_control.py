@@ -194,13 +194,13 @@ def evaluate(
     from peft import PeftModel
 
     from factory.judging import targets as T
+    from factory.judging.prompts import trait_prompt
     from factory.llm.backend import CachedBackend
     from factory.llm.cache import RequestCache
     from factory.llm.structured import generate_validated, text_parser
     from factory.llm.transformers_backend import TransformersBackend
     from factory.llm.types import GenerationRequest, Sampling
     from factory.seeds import derive_seed
-    from factory.stages.preferences import trait_prompt
 
     items, requests = [], []
     for name, vec in vectors.items():
