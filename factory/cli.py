@@ -138,7 +138,7 @@ def plan(recipe: Path, overrides: tuple[str, ...], runs_dir: Path) -> None:
 
     r = load_recipe(recipe, overrides)
     runner = Runner(r, runs_dir=runs_dir, progress=False)
-    from factory.publish.hub_inputs import fingerprint
+    from factory.hub_inputs import fingerprint
 
     rows = []
     for name, entry in r.stages.items():  # published datasets the recipe reads, pinned

@@ -86,7 +86,7 @@ def _file_hash(f: DataFile) -> str | None:
 def _input_fingerprint(entry: Any, name: str, upstream: dict[str, str]) -> str:
     hub = getattr(entry, "hub", {})
     if name in hub:  # a published dataset: its repo and pinned revision (a folder's tag commit), not its bytes
-        from factory.publish.hub_inputs import fingerprint as hub_fingerprint
+        from factory.hub_inputs import fingerprint as hub_fingerprint
 
         return hub_fingerprint(hub[name])
     return upstream[name]

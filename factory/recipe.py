@@ -24,12 +24,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from factory import registry
+from factory import hub_inputs, registry
 from factory.errors import RecipeError, did_you_mean
+from factory.hub_inputs import HubRef
 from factory.llm.config import BackendConfig
 from factory.options import Options, StageOptions, backend_refs
-from factory.publish import hub_inputs
-from factory.publish.hub_inputs import HubRef
 from factory.seeds import derive_seed
 from factory.stage import StageSpec, option_models
 from factory.wiring import assign_roles

@@ -21,8 +21,8 @@ from factory import __version__
 from factory.errors import FactoryError, RecipeError, StageError, did_you_mean
 from factory.executor import BatchTask, Executor, LocalExecutor, load_input, load_inputs
 from factory.fingerprint import recipe_fingerprints, stage_payload
+from factory.hub_inputs import fingerprint as hub_fingerprint
 from factory.options import semantic_dump
-from factory.publish.hub_inputs import fingerprint as hub_fingerprint
 from factory.recipe import Recipe
 from factory.report import BatchProgress, StageSummary, progress_bars
 from factory.stage import StageContext
@@ -211,13 +211,13 @@ class Runner:
 
     def _hub_data(self, ref: Any) -> Path:
         """A hub:// input as a saved dataset, fetched once per runs folder (`factory.publish.hub_inputs`)."""
-        from factory.publish.hub_inputs import materialize
+        from factory.hub_inputs import materialize
 
         return materialize(ref, self.runs_dir / self.recipe.name / ".cache" / "hub")
 
     def _input_record(self, entry: Any, n: str) -> dict[str, Any]:
         if n in entry.hub:
-            from factory.publish.hub_inputs import describe
+            from factory.hub_inputs import describe
 
             data = self._hub_data(entry.hub[n])
             return {

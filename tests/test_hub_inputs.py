@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
+from factory import hub_inputs
 from factory.errors import DataError, RecipeError
-from factory.publish import hub_inputs
 from factory.publish.push import publish_recipe
 from factory.recipe import load_recipe
 from factory.runner import Runner

@@ -6,7 +6,7 @@
 - `versions`: content hashes and version tags (`v1`, `v2` ...; a tag is never moved).
 - `targets`: `FolderTarget` (a git repository on disk) and `HubTarget` (`huggingface_hub.HfApi`).
 - `push`: publish a recipe's built stages (`factory push`, a recipe's `publish:` block).
-- `hub_inputs`: `hub://org/name@revision:config` inputs that read published datasets back.
+(`hub://org/name@revision:config` inputs, which read published datasets back, are `factory/hub_inputs.py`.)
 
 Nothing heavy is imported at package import, so `factory validate` stays instant.
 """
