@@ -22,13 +22,14 @@ def operational(default: Any = None, description: str = "", **kwargs: Any) -> An
     return Field(default, description=description, json_schema_extra={OPERATIONAL: True}, **kwargs)
 
 
-class Options(BaseModel):
-    """Base for all option models: unknown keys are errors, assignment is validated."""
+class OptionBlock(BaseModel):
+    """Base for all option models (nested option blocks, backend configs, stage options): unknown keys are errors,
+    assignment is validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-class StageOptions(Options):
+class StageOptions(OptionBlock):
     """Options every stage accepts, beside its own."""
 
     batch_size: int | None = operational(

@@ -28,7 +28,7 @@ from factory import hub_inputs, registry
 from factory.errors import RecipeError, did_you_mean
 from factory.hub_inputs import HubRef
 from factory.llm.config import BackendConfig
-from factory.options import Options, StageOptions, backend_refs
+from factory.options import OptionBlock, StageOptions, backend_refs
 from factory.seeds import derive_seed
 from factory.stage import StageSpec, option_models
 from factory.wiring import assign_roles
@@ -38,7 +38,7 @@ _NAME_RE = re.compile(NAME)
 _RESOLVER_RE = re.compile(r"\$\{[^}]*:")
 
 
-class PublishConfig(Options):
+class PublishConfig(OptionBlock):
     """Where `build` publishes at its end and `factory push` publishes (see `factory/publish/push.py`).
 
     Not a stage option: publishing never changes a fingerprint."""
@@ -53,7 +53,7 @@ class PublishConfig(Options):
     )
 
 
-class _TopLevel(Options):
+class _TopLevel(OptionBlock):
     name: str = Field(..., pattern=NAME, description="recipe name; outputs go under runs/<name>/")
     version: int | str = Field(1, description="recipe version, recorded in manifests and cards")
     seed: int = Field(0, description="root seed; each stage derives its own from it", ge=0)

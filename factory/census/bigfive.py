@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import AfterValidator, Field, model_validator
 
 from factory.errors import did_you_mean
-from factory.options import Options
+from factory.options import OptionBlock
 from factory.resources import data_path
 
 TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")  # OCEAN, output order
@@ -101,7 +101,7 @@ def _unit_vector(v: list[float]) -> list[float]:
     return v
 
 
-class BigFiveOptions(Options):
+class BigFiveOptions(OptionBlock):
     mode: Literal["census", "targets", "none"] = Field(
         "census", description="census: conditional normal on age, sex and US birth; targets: around given vectors"
     )

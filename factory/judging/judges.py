@@ -32,13 +32,13 @@ from pydantic import Field, model_validator
 
 from factory.census.bigfive import TRAITS
 from factory.errors import DataError
-from factory.options import BackendRef, Options, operational
+from factory.options import BackendRef, OptionBlock, operational
 
 PROMPTS = ["judge/system.jinja", "judge/big_five.jinja"]
 Trait = Literal["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
 
 
-class JudgeOptions(Options):
+class JudgeOptions(OptionBlock):
     kind: Literal["llm", "classifier"] = Field("llm", description="an LLM with the rubric, or a trait classifier")
     backend: BackendRef | None = Field(None, description="llm: a backend named under `backends:`")
     model: str | None = Field(None, description="classifier: a local folder or Hub id (5 regression outputs)")

@@ -11,10 +11,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from factory.options import Options, operational
+from factory.options import OptionBlock, operational
 
 
-class BackendConfig(Options):
+class BackendConfig(OptionBlock):
     type: str
     model: str | None = Field(None, description="Hub model id or local path; None means the embedded default model")
     revision: str | None = Field(None, description="model revision (commit, tag or branch); pin it for reproducibility")

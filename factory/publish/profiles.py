@@ -23,14 +23,14 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from factory.errors import RecipeError, did_you_mean
-from factory.options import Options, operational
+from factory.options import OptionBlock, operational
 
 BUILTIN = Path(__file__).resolve().parents[1] / "push_profiles"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?B)?\s*$", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}
 
 
-class Profile(Options):
+class Profile(OptionBlock):
     target: Literal["folder", "hub"] = Field(..., description="folder (git repos on disk) or hub (huggingface.co)")
     path: str | None = Field(
         None, description="folder target: root of the repos; a relative path is under runs/<recipe>/"

@@ -69,7 +69,7 @@ from factory.census.bigfive import BigFiveOptions
 from factory.census.raking import RAKEABLE
 from factory.census.redraw import CensusGeography, Verdict, redraw_flagged
 from factory.errors import DataError, did_you_mean
-from factory.options import BackendRef, DataDir, DataFile, Options, StageOptions
+from factory.options import BackendRef, DataDir, DataFile, OptionBlock, StageOptions
 from factory.stage import StageContext, StageOutput, rows_dataset
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ CENSUS_FIELDS = (
 )
 
 
-class CensusOptions(Options):
+class CensusOptions(OptionBlock):
     """Which census joint the people were drawn from: the same values as the upstream meta_personas stage."""
 
     source: Literal["acs2018", "acs2023", "tidy"] = Field("acs2018", description="census source (as meta_personas)")
@@ -125,7 +125,7 @@ class CensusOptions(Options):
         return self
 
 
-class JudgeOptions(Options):
+class JudgeOptions(OptionBlock):
     backend: BackendRef = Field(..., description="a backend named under `backends:`")
     max_rounds: int = Field(3, ge=0, le=50, description="re-draws per person at most (0: judge only, never redraw)")
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy: the verdict depends on the person only")

@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from factory.errors import DataError, did_you_mean
-from factory.options import BackendRef, DataFile, Options, StageOptions
+from factory.options import BackendRef, DataFile, OptionBlock, StageOptions
 from factory.personas import styles as style_defs
 from factory.stage import Columns, Needs, StageContext, StageOutput, rows_dataset
 
@@ -79,7 +79,7 @@ PROMPTS = [
 ]
 
 
-class CustomStyle(Options):
+class CustomStyle(OptionBlock):
     template: DataFile = Field(..., description="Jinja prompt; gets `facts` (the meta persona)")
     schema_file: DataFile | None = Field(None, description="JSON schema the answer must satisfy (else free text)")
     max_tokens: int = Field(300, ge=1, le=8192)

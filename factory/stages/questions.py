@@ -60,8 +60,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from factory.errors import DataError, did_you_mean
-from factory.options import BackendRef, DataFile, StageOptions
-from factory.options import Options as OptionBlock
+from factory.options import BackendRef, DataFile, OptionBlock, StageOptions
 from factory.questions.generate import SOURCE, TOPIC_GROUP, generate, slugify
 from factory.questions.sets import SETS, deduplicate, features, load_file, load_set
 from factory.stage import Columns, StageContext, StageOutput

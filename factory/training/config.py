@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from factory.errors import did_you_mean
-from factory.options import Options as OptionsBase
+from factory.options import OptionBlock
 
 FIELDS_FILE = Path(__file__).resolve().parent / "dpo_config_fields.json"
 
@@ -103,7 +103,7 @@ def check_dpo(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class LoraOptions(OptionsBase):
+class LoraOptions(OptionBlock):
     r: int = Field(8, ge=1, le=4096, description="adapter rank: more capacity and memory (the study used 32)")
     alpha: float = Field(16, gt=0, description="updates are scaled by alpha / r (the study used 64)")
     dropout: float = Field(
