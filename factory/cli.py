@@ -65,8 +65,8 @@ def build(
     runs_dir: Path,
 ) -> None:
     """Build RECIPE's stages; OVERRIDES are key=value pairs (stages.questions.sample=20)."""
+    from factory.progress import out, summary_table
     from factory.recipe import load_recipe
-    from factory.report import out, summary_table
     from factory.runner import Runner
 
     r = load_recipe(recipe, overrides)
@@ -96,9 +96,9 @@ def build(
 @RUNS_DIR
 def push(recipe: Path, overrides: tuple[str, ...], profile: str | None, dry_run: bool, runs_dir: Path) -> None:
     """Publish RECIPE's built stages as versioned dataset (and adapter model) repos, one commit and tag each."""
+    from factory.progress import out
     from factory.publish.push import describe, publish_recipe
     from factory.recipe import load_recipe
-    from factory.report import out
 
     r = load_recipe(recipe, overrides)
     if profile and Path(profile).is_file():  # a profile file named on the command line is relative to here
@@ -132,8 +132,8 @@ def validate(recipes: tuple[Path, ...]) -> None:
 @RUNS_DIR
 def plan(recipe: Path, overrides: tuple[str, ...], runs_dir: Path) -> None:
     """Show each stage's fingerprint and whether its output is cached, partial or missing."""
+    from factory.progress import out, plan_table
     from factory.recipe import load_recipe
-    from factory.report import out, plan_table
     from factory.runner import Runner
 
     r = load_recipe(recipe, overrides)
@@ -185,8 +185,8 @@ def review() -> None:
 def review_export(recipe: Path, overrides: tuple[str, ...], stage: str | None, runs_dir: Path) -> None:
     """Log the review stage's (built) input pairs to its Argilla dataset; a re-export updates the same records."""
     from factory.commands.review import describe_export, export_recipe
+    from factory.progress import out
     from factory.recipe import load_recipe
-    from factory.report import out
 
     for line in describe_export(export_recipe(load_recipe(recipe, overrides), runs_dir, stage)):
         out.print(line, soft_wrap=True)
@@ -200,8 +200,8 @@ def review_export(recipe: Path, overrides: tuple[str, ...], stage: str | None, r
 def review_import(recipe: Path, overrides: tuple[str, ...], stage: str | None, runs_dir: Path) -> None:
     """Write the submitted Argilla responses to the decisions file and build the review stage from them."""
     from factory.commands.review import describe_import, import_recipe
+    from factory.progress import out
     from factory.recipe import load_recipe
-    from factory.report import out
 
     result = import_recipe(load_recipe(recipe, overrides), runs_dir, stage)
     shown = result.path.relative_to(Path.cwd()) if result.path.is_relative_to(Path.cwd()) else result.path

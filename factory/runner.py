@@ -23,8 +23,8 @@ from factory.executor import BatchTask, Executor, LocalExecutor, load_input, loa
 from factory.fingerprint import recipe_fingerprints, stage_payload
 from factory.hub_inputs import fingerprint as hub_fingerprint
 from factory.options import semantic_dump
+from factory.progress import BatchProgress, StageSummary, progress_bars
 from factory.recipe import Recipe
-from factory.report import BatchProgress, StageSummary, progress_bars
 from factory.stage import StageContext
 from factory.store import StageStore, Upstream, content_hash
 from factory.wiring import check_columns, sources
