@@ -18,9 +18,9 @@ from datasets import load_dataset, load_from_disk
 
 from factory.errors import RecipeError
 from factory.fingerprint import recipe_fingerprints
-from factory.publish import targets
+from factory.publish import destinations
+from factory.publish.destinations import FolderTarget, PublishError
 from factory.publish.push import publish_recipe
-from factory.publish.targets import FolderTarget, PublishError
 from factory.recipe import load_recipe
 from factory.runner import Runner
 
@@ -166,7 +166,7 @@ def test_one_commit_per_publish_and_tags_never_move(built, tmp_path, monkeypatch
     assert git(repo, "status", "--porcelain") == ""
 
     # a version that exists is refused, never overwritten
-    monkeypatch.setattr(targets, "next_version", lambda tags: "v1")
+    monkeypatch.setattr(destinations, "next_version", lambda tags: "v1")
     with pytest.raises(PublishError, match="tag v1 already exists"):
         publish(built, prof)
     assert git(repo, "rev-parse", "v1^{commit}") == v1 and git(repo, "rev-list", "--count", "main") == "2"
@@ -188,14 +188,14 @@ def test_failed_publish_leaves_no_half_version(built, tmp_path, monkeypatch, whe
 
         monkeypatch.setattr(FolderTarget, "_store_objects", half)
     else:  # everything is written, and the process dies just before the tag
-        real = targets._git
+        real = destinations._git
 
         def dies(repo_dir, *args, **kwargs):
             if args[0] == "tag" and "-a" in args:
                 raise KeyboardInterrupt
             return real(repo_dir, *args, **kwargs)
 
-        monkeypatch.setattr(targets, "_git", dies)
+        monkeypatch.setattr(destinations, "_git", dies)
     with pytest.raises((PublishError, KeyboardInterrupt)) as info:
         publish(built, prof, "publish.stages=[election]")
     if where == "objects":
@@ -550,8 +550,8 @@ def test_live_hub_publish(tmp_path):
     from datasets import Dataset
     from huggingface_hub import DatasetCard
 
+    from factory.publish.destinations import HubTarget
     from factory.publish.profiles import Profile
-    from factory.publish.targets import HubTarget
 
     target = HubTarget(Profile(target="hub", namespace=os.environ["FACTORY_TEST_NAMESPACE"], private=True))
     repo_id = target.repo_id(f"persona-factory-test-{uuid.uuid4().hex[:8]}")

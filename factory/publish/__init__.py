@@ -4,7 +4,7 @@
 - `layout`: a repo's file set from stage outputs (parquet shards, plots, adapter files, the card).
 - `cards`: dataset and model cards rendered from the Jinja templates in `cards/`.
 - `versions`: content hashes and version tags (`v1`, `v2` ...; a tag is never moved).
-- `targets`: `FolderTarget` (a git repository on disk) and `HubTarget` (`huggingface_hub.HfApi`).
+- `destinations`: `FolderTarget` (a git repository on disk) and `HubTarget` (`huggingface_hub.HfApi`).
 - `push`: publish a recipe's built stages (`factory push`, a recipe's `publish:` block).
 (`hub://org/name@revision:config` inputs, which read published datasets back, are `factory/hub_inputs.py`.)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from factory.errors import FactoryError
 from factory.publish import cards
-from factory.publish.targets import Kind, Target
+from factory.publish.destinations import Kind, Target
 from factory.store import Upstream
 
 log = logging.getLogger(__name__)
