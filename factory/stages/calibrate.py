@@ -125,7 +125,7 @@ class CensusOptions(OptionBlock):
         return self
 
 
-class JudgeOptions(OptionBlock):
+class PlausibilityJudgeOptions(OptionBlock):
     backend: BackendRef = Field(..., description="a backend named under `backends:`")
     max_rounds: int = Field(3, ge=0, le=50, description="re-draws per person at most (0: judge only, never redraw)")
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy: the verdict depends on the person only")
@@ -134,7 +134,9 @@ class JudgeOptions(OptionBlock):
 
 
 class Options(StageOptions):
-    judge: JudgeOptions | None = Field(None, description="LLM plausibility judge with re-draws; none: raking only")
+    judge: PlausibilityJudgeOptions | None = Field(
+        None, description="LLM plausibility judge with re-draws; none: raking only"
+    )
     rake_on: list[str] = Field(
         default_factory=lambda: ["age_band", "sex", "race_ethnicity", "education"],
         description=f"attributes whose census margins the weights are raked to (any of {', '.join(RAKEABLE)})",
@@ -178,7 +180,9 @@ def _choice(text: str) -> str:
     return word
 
 
-def llm_judge(client: Any, options: JudgeOptions, names: dict, ctx: StageContext, metrics: dict, failures: list):
+def llm_judge(
+    client: Any, options: PlausibilityJudgeOptions, names: dict, ctx: StageContext, metrics: dict, failures: list
+):
     """A JudgeFn asking `client` for one verdict per person (choice-constrained), recording tokens and failures."""
     from factory.llm.structured import generate_validated
     from factory.llm.types import Constraint, GenerationRequest, Sampling
