@@ -58,7 +58,7 @@ def _v(geo: str, table: str, label: str) -> float:
 
 
 def geographies() -> pd.DataFrame:
-    from factory.census.sources import states
+    from factory.census.states import states
 
     have = set(frame()["state_po"])
     rows = [s for s in states() if s["state_po"] in have]

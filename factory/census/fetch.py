@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from factory.census.apiformat import api_json_to_frame, table_from_frame
-from factory.census.sources import states
+from factory.census.states import states
 from factory.errors import DataError, FactoryError
 
 API = "https://api.census.gov/data"

@@ -8,24 +8,15 @@
 
 from __future__ import annotations
 
-import csv
-from functools import lru_cache
 from typing import Any, Protocol
 
-from factory.resources import data_path
+from factory.census.states import states
 
 SOURCES = {
     "acs2018": "ACS 2018 1-year state tables (50 states + DC, 16 tables)",
     "acs2023": "ACS 2023 1-year subset (50 states, 5 tables), seeded by each state's ACS 2018 structure",
     "tidy": "your own one- and two-way marginals in the tidy format (a city, a county, another country)",
 }
-
-
-@lru_cache(maxsize=1)
-def states() -> list[dict[str, str]]:
-    """The 50 states + DC (fips, postal code, name), read without heavy imports (for `factory validate`)."""
-    with open(data_path("census", "states.csv"), newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def state_codes(source: str) -> list[str]:

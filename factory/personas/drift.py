@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from factory.census import vocab
-from factory.census.sources import states
+from factory.census.states import states
 from factory.personas import styles
 
 EDU_LEVEL = {  # census education -> persona education level
