@@ -292,7 +292,7 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
             if s not in stages:
                 raise RecipeError(f"publish.stages[{i}]", f"unknown stage '{s}'{did_you_mean(s, stages)}")
     if top.publish:
-        from factory.publish.profiles import load_profile
+        from factory.profiles import load_profile
 
         load_profile(top.publish.profile, base_dir)  # a missing or malformed profile fails here, not after a build
     return Recipe(

@@ -210,7 +210,7 @@ class Runner:
         )
 
     def _hub_data(self, ref: Any) -> Path:
-        """A hub:// input as a saved dataset, fetched once per runs folder (`factory.publish.hub_inputs`)."""
+        """A hub:// input as a saved dataset, fetched once per runs folder (`factory.hub_inputs`)."""
         from factory.hub_inputs import materialize
 
         return materialize(ref, self.runs_dir / self.recipe.name / ".cache" / "hub")

@@ -2,7 +2,7 @@
 
 Floors, from the ground up (README, Layout); a module imports only from its own floor or below:
 
-    1 ground     errors, options, seeds, hooks, resources, prompts, store, fingerprint, hub_inputs
+    1 ground     errors, options, seeds, hooks, resources, prompts, store, fingerprint, hub_inputs, profiles
     2 domain     census/ questions/ llm/ answers/ personas/ judging/ training/ evaluate/ review/
     3 contract   stage, wiring, registry, recipe
     4 stages     stages/ (thin adapters: options in, domain calls, rows out)
@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "factory"
 
 FLOORS = {
-    1: ["factory", "errors", "options", "seeds", "hooks", "resources", "prompts", "store", "fingerprint", "hub_inputs"],
+    1: ["factory", "errors", "options", "seeds", "hooks", "resources", "prompts", "store", "fingerprint", "hub_inputs",
+        "profiles"],
     2: ["census", "questions", "llm", "answers", "personas", "judging", "training", "evaluate", "review"],
     3: ["stage", "wiring", "registry", "recipe"],
     4: ["stages"],

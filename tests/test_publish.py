@@ -551,7 +551,7 @@ def test_live_hub_publish(tmp_path):
     from huggingface_hub import DatasetCard
 
     from factory.publish.destinations import HubTarget
-    from factory.publish.profiles import Profile
+    from factory.profiles import Profile
 
     target = HubTarget(Profile(target="hub", namespace=os.environ["FACTORY_TEST_NAMESPACE"], private=True))
     repo_id = target.repo_id(f"persona-factory-test-{uuid.uuid4().hex[:8]}")

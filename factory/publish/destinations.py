@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from factory.errors import FactoryError
-from factory.publish.profiles import Profile
+from factory.profiles import Profile
 from factory.publish.versions import PUBLISH_FILE, content_hash, file_hashes, latest_version, next_version, record
 
 log = logging.getLogger(__name__)

@@ -89,7 +89,7 @@ class Context:
     """What a card needs beyond the repo's own stages."""
 
     recipe: Any  # factory.recipe.Recipe
-    profile: Any  # factory.publish.profiles.Profile
+    profile: Any  # factory.profiles.Profile
     target: Target
     built: dict[str, Built]  # every finished stage of the recipe, published or not
     published: dict[str, tuple[str, str]]  # stage -> (dataset repo id, version) published in this push
@@ -152,7 +152,7 @@ def write_shards(dataset_dir: Path, dest: Path, max_bytes: int) -> list[Path]:
 
 # --- dataset repos --------------------------------------------------------------------------------------------------
 def dataset_files(plan: RepoPlan, ctx: Context, staging: Path) -> dict[str, Path]:
-    from factory.publish.profiles import shard_bytes
+    from factory.profiles import shard_bytes
 
     max_bytes = shard_bytes(ctx.profile.max_shard_size)
     files: dict[str, Path] = {}
