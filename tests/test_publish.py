@@ -550,8 +550,8 @@ def test_live_hub_publish(tmp_path):
     from datasets import Dataset
     from huggingface_hub import DatasetCard
 
-    from factory.publish.destinations import HubTarget
     from factory.profiles import Profile
+    from factory.publish.destinations import HubTarget
 
     target = HubTarget(Profile(target="hub", namespace=os.environ["FACTORY_TEST_NAMESPACE"], private=True))
     repo_id = target.repo_id(f"persona-factory-test-{uuid.uuid4().hex[:8]}")

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factory.errors import FactoryError, RecipeError, did_you_mean
+from factory.profiles import load_profile
 from factory.publish.destinations import PublishResult, make_target, prepare
 from factory.publish.layout import Built, Context, dataset_files, model_files, plan_repos
-from factory.profiles import load_profile
 from factory.publish.versions import next_version
 
 log = logging.getLogger(__name__)
