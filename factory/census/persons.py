@@ -26,6 +26,46 @@ ENGLISH_OF = np.array([0] + [1, 2] * 4)
 NATIVITY = ["Native", "Foreign born"]
 CITIZENSHIP = ["U.S. citizen by birth", "Naturalized U.S. citizen", "Not a U.S. citizen"]
 
+# The columns of the datasets below, as the stages declare them (factory.stage.Columns types; 'label' is a
+# ClassLabel whose names are the census categories). calibrate reads and re-draws every full-mode column.
+FULL_COLUMNS = {
+    "person_id": "string",
+    "geography": "label",
+    "geography_id": "string",
+    "geography_name": "string",
+    "weight": "float64",
+    "age": "int16",
+    **dict.fromkeys(["age_band", "sex", "race_ethnicity"], "label"),
+    "hispanic": "bool",
+    **dict.fromkeys(
+        ["race", "education", "school_enrollment", "marital_status", "relationship", "household_type",
+         "employment_status", "occupation", "industry", "class_of_worker", "household_income", "health_insurance",
+         "veteran_status", "language", "english_ability", "nativity", "citizenship"],
+        "label",
+    ),
+}  # fmt: skip
+PAPER_COLUMNS = {"person_id": "string", "STATE": "string", "AGE": "label", "SEX": "label", "RACE": "label",
+                 "weight": "float64"}  # fmt: skip
+FIDELITY_COLUMNS = {  # factory.census.fidelity.report's rows
+    "geography": "string",
+    "attribute": "string",
+    "margin": "string",
+    "table": "string",
+    "dims": "list<string>",
+    "given": "list<string>",
+    "cells": "int64",
+    "persons": "int64",
+    "tvd": "float64",
+    "max_abs_error": "float64",
+    "tvd_oneway": "float64",
+    "fit_tvd": "float64",
+}
+
+
+def person_columns(traits: bool) -> dict[str, str]:
+    """The full-mode columns, with the Big Five traits (float32, 0-1) after them when they are drawn."""
+    return {**FULL_COLUMNS, **(dict.fromkeys(bigfive.TRAITS, "float32") if traits else {})}
+
 
 def big_five(codes: dict[str, np.ndarray], options, rng: np.random.Generator) -> np.ndarray | None:
     n = len(codes["sex"])

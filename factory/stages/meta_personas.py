@@ -1,15 +1,20 @@
 """Sample census-faithful synthetic people (demographics joint-fitted from ACS crosstabs, plus Big Five traits).
 
-Inputs: none.
-Output (one row per person; categoricals are `ClassLabel`s whose names are the census categories):
-    person_id (str), geography, geography_id (str), geography_name (str), weight (float64: people represented),
-    age (int16), age_band, sex, race_ethnicity, hispanic (bool), race, education, school_enrollment,
-    marital_status, relationship, household_type, employment_status, occupation, industry, class_of_worker,
-    household_income, health_insurance, veteran_status, language, english_ability, nativity, citizenship,
-    openness, conscientiousness, extraversion, agreeableness, neuroticism (float32, 0-1)
-  `mode: paper` instead writes the persona-catch study's meta persona: person_id, STATE, AGE, SEX, RACE, weight.
-Extra output `fidelity` (one row per geography x census table used): tvd, max_abs_error, tvd_oneway, fit_tvd;
-plots in artifacts/fidelity.png.
+Input roles: none (a source stage: it reads census tables, no upstream dataset; a recipe gives it no `inputs:`).
+Output `data` (one row per person; `label` columns are `ClassLabel`s whose names are the census categories):
+    person_id (str), geography (label), geography_id (str), geography_name (str), weight (float64: people
+    represented), age (int16), age_band, sex, race_ethnicity (label), hispanic (bool), race, education,
+    school_enrollment, marital_status, relationship, household_type, employment_status, occupation, industry,
+    class_of_worker, household_income, health_insurance, veteran_status, language, english_ability, nativity,
+    citizenship (label), then openness, conscientiousness, extraversion, agreeableness, neuroticism (float32, 0-1;
+    left out with `bigfive.mode: none`)
+  `mode: paper` instead writes the persona-catch study's meta persona: person_id (str), STATE (str), AGE, SEX,
+  RACE (label), weight (float64).
+Extra output `fidelity` (one row per geography x census table used): geography, attribute, margin, table (str),
+    dims, given (list[str]), cells, persons (int64), tvd, max_abs_error, tvd_oneway, fit_tvd (float64);
+    plots in artifacts/fidelity.png.
+The declarations are `outputs(options)` (from `factory.census.persons`: FULL_COLUMNS, PAPER_COLUMNS,
+FIDELITY_COLUMNS).
 
 Example:
     stages:
@@ -37,7 +42,7 @@ from factory.census.bigfive import BigFiveOptions
 from factory.census.sources import load_source
 from factory.errors import DataError, did_you_mean
 from factory.options import DataDir, DataFile, StageOptions
-from factory.stage import Columns, StageContext, StageOutput
+from factory.stage import Columns, StageContext, StageOutput, rows_dataset
 
 VERSION = 1
 INPUTS: dict = {}  # a source stage: it reads census tables, no upstream dataset
@@ -130,7 +135,9 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     report = fidelity.report(spec, codes, fitted.fit_errors)
     metrics = {f"rule_violations.{k}": v for k, v in persons.rule_checks(codes).items()}
     metrics["persons"] = n
-    return StageOutput(data, metrics=metrics, extras={"fidelity": report})
+    # typed as declared: a geography whose tables are all unconditional has only empty `given` lists
+    fidelity_rows = rows_dataset(report, outputs(options)["fidelity"])
+    return StageOutput(data, metrics=metrics, extras={"fidelity": fidelity_rows})
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts) -> dict:
@@ -152,47 +159,10 @@ def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts) -> 
     return fidelity_summary(outputs["fidelity"], artifacts, notes)
 
 
-_PERSON = {
-    "person_id": "string",
-    "geography": "label",
-    "geography_id": "string",
-    "geography_name": "string",
-    "weight": "float64",
-    "age": "int16",
-    **dict.fromkeys(["age_band", "sex", "race_ethnicity"], "label"),
-    "hispanic": "bool",
-    **dict.fromkeys(
-        ["race", "education", "school_enrollment", "marital_status", "relationship", "household_type",
-         "employment_status", "occupation", "industry", "class_of_worker", "household_income", "health_insurance",
-         "veteran_status", "language", "english_ability", "nativity", "citizenship"],
-        "label",
-    ),
-}  # fmt: skip
-_PAPER = {"person_id": "string", "STATE": "string", "AGE": "label", "SEX": "label", "RACE": "label"}
-_PAPER["weight"] = "float64"
-_FIDELITY = {
-    "geography": "string",
-    "attribute": "string",
-    "margin": "string",
-    "table": "string",
-    "dims": "list<string>",
-    "given": "list<string>",
-    "cells": "int64",
-    "persons": "int64",
-    "tvd": "float64",
-    "max_abs_error": "float64",
-    "tvd_oneway": "float64",
-    "fit_tvd": "float64",
-}
-
-
 def outputs(options: Options) -> dict[str, Columns]:
     """The persons (every attribute, Big Five unless `bigfive.mode: none`; or the paper-mode four) and the
     fidelity report per geography and census table."""
-    from factory.census.bigfive import TRAITS
+    from factory.census.persons import FIDELITY_COLUMNS, PAPER_COLUMNS, person_columns
 
-    if options.mode == "paper":
-        people = dict(_PAPER)
-    else:
-        people = {**_PERSON, **({t: "float32" for t in TRAITS} if options.bigfive.mode != "none" else {})}
-    return {"data": Columns(people), "fidelity": Columns(_FIDELITY, open=True)}
+    people = PAPER_COLUMNS if options.mode == "paper" else person_columns(options.bigfive.mode != "none")
+    return {"data": Columns(people), "fidelity": Columns(FIDELITY_COLUMNS)}
