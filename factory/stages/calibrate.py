@@ -1,12 +1,18 @@
 """Calibrate meta personas to the census: an optional LLM plausibility judge with re-draws from the joint, then raking.
 
-Inputs: one meta-persona dataset (`meta_personas`, full mode).
-Output (one row per input person, same row order, person_id and columns as the input, plus):
+Input role: `people` (a full-mode `meta_personas` dataset): every full-mode column, read by the judge and
+re-drawn from the census joint -- person_id, geography (label), geography_id, geography_name, weight, age,
+age_band, sex, race_ethnicity, hispanic, race, education, school_enrollment, marital_status, relationship,
+household_type, employment_status, occupation, industry, class_of_worker, household_income, health_insurance,
+veteran_status, language, english_ability, nativity, citizenship (Big Five traits when `census.bigfive` draws
+them). When it is a stored meta_personas stage, its manifest (`ctx.upstream["people"].manifest`) must record the
+same census options.
+Output `data` (one row per input person, same row order, person_id and columns as the input, plus):
     raking_weight (float64: people represented after raking; sums to the geography's population like `weight`),
     judge_rounds (int32: how many times this row was re-drawn), flagged (bool: still judged implausible after the
     last round), replaced_from (str or null: the person_id whose original attributes were replaced; the original
     row stays in the upstream dataset under that id and nothing of it is copied here)
-Extra outputs:
+Extra outputs (declared by `outputs(options)`):
     judgements (one row per judge call; only with a judge): person_id (str), round (int32: 0 = the input person,
     k = its k-th re-draw), verdict (str: plausible / implausible / invalid), raw (str: the model's text),
     reason (str or null: why an answer was invalid)
@@ -59,6 +65,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,25 +73,23 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from factory.census.bigfive import BigFiveOptions
+from factory.census.persons import FULL_COLUMNS, person_columns
 from factory.census.raking import RAKEABLE
 from factory.census.redraw import CensusGeography, Verdict, redraw_flagged
 from factory.errors import DataError, did_you_mean
 from factory.options import BackendRef, DataDir, DataFile, OptionBlock, StageOptions
-from factory.stage import StageContext, StageOutput, rows_dataset
+from factory.stage import Columns, Needs, StageContext, StageOutput, rows_dataset
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
-INPUTS = (1, 1)
 PROMPTS = ["calibrate/system.jinja", "calibrate/judge.jinja"]
 VERDICTS = ["plausible", "implausible"]
 # the full-mode meta persona columns a re-draw must reproduce (Big Five traits are optional)
-REQUIRED = (
-    "person_id geography geography_id geography_name weight age age_band sex race_ethnicity hispanic race education "
-    "school_enrollment marital_status relationship household_type employment_status occupation industry "
-    "class_of_worker household_income health_insurance veteran_status language english_ability nativity citizenship"
-).split()
+REQUIRED = list(FULL_COLUMNS)
+INPUTS = {"people": Needs(*REQUIRED, description="full-mode meta personas: judged, re-drawn and raked")}
 ADDED = ("raking_weight", "judge_rounds", "flagged", "replaced_from")
+ADDED_COLUMNS = {"raking_weight": "float64", "judge_rounds": "int32", "flagged": "bool", "replaced_from": "string"}
 # meta_personas options that decide which joint the people came from (compared with the upstream manifest)
 CENSUS_FIELDS = (
     "source",
@@ -236,7 +241,7 @@ def _check_input(people, ctx: StageContext, options: Options) -> None:
     clash = [c for c in ADDED if c in people.column_names]
     if clash:
         raise DataError(f"stages.{ctx.stage}.inputs: the input already has {', '.join(clash)} (calibrated twice?)")
-    upstream = _upstream_manifest(people)
+    upstream = _upstream_manifest(ctx)
     if upstream is not None:
         ours = options.census.model_dump(mode="json")
         theirs = upstream.get("config", {})
@@ -248,24 +253,19 @@ def _check_input(people, ctx: StageContext, options: Options) -> None:
                 )
 
 
-def _upstream_manifest(people) -> dict | None:
-    """The manifest of the meta_personas stage that wrote the input, when the input is a stored stage output
-    (`<stage dir>/data/*.arrow` beside `<stage dir>/manifest.json`); read only to check the census options."""
-    for f in getattr(people, "cache_files", None) or []:
-        path = Path(f["filename"]).parent.parent / "manifest.json"
-        if path.is_file():
-            try:
-                manifest = json.loads(path.read_text())
-            except (OSError, ValueError):
-                return None
-            return manifest if manifest.get("uses") == "meta_personas" else None
-    return None
+def _upstream_manifest(ctx: StageContext) -> dict | None:
+    """The manifest of the meta_personas stage that wrote the input (None for a hub:// input, another stage or a
+    context without upstream); read only to check the census options."""
+    upstream = ctx.upstream.get("people")
+    if upstream is None or upstream.uses != "meta_personas":
+        return None
+    return upstream.manifest
 
 
 def plan(options: Options, inputs: dict, ctx: StageContext) -> list[dict]:
     """One batch per geography (so each fits its joint once and rakes all its persons together). Rows of a
     geography that are not contiguous merge the geographies in between into one batch, keeping row order."""
-    (people,) = inputs.values()
+    people = inputs["people"]
     _check_input(people, ctx, options)
     names = people.features["geography"].names
     codes = np.asarray(people.with_format("arrow")["geography"].to_numpy(), dtype=np.int64)
@@ -289,32 +289,59 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     import pyarrow as pa
     from datasets import ClassLabel, Dataset, DatasetInfo, Features, Value
 
-    from factory.census.raking import rake, tvd
-
-    (people,) = inputs.values()
+    people = inputs["people"]
     features = people.features
     names = {c: f.names for c, f in features.items() if isinstance(f, ClassLabel)}
     lo, hi = ctx.batch["rows"]
     table = people.with_format("arrow")[lo:hi]
-    geo_codes = table.column("geography").to_numpy()
     traits = "openness" in table.column_names
     if traits and options.census.bigfive.mode == "none":
         raise DataError(f"stages.{ctx.stage}.census.bigfive.mode: 'none' but the input has Big Five traits")
+    if not traits and options.census.bigfive.mode != "none":
+        raise DataError(
+            f"stages.{ctx.stage}.census.bigfive.mode: '{options.census.bigfive.mode}' but the input has no Big Five "
+            "traits (its people were drawn with bigfive.mode: none?)"
+        )
     metrics: dict[str, float] = {}
     failures: list[dict] = []
     judgements: list[dict] = []
     raking_rows: list[dict] = []
-    from factory.llm.backend import for_stage
+    with ExitStack() as stack:  # the judge's backend (its calls counted, its cache closed) for the whole batch
+        judge = None
+        if options.judge is not None:
+            client = stack.enter_context(ctx.llm(options.judge.backend))
+            judge = llm_judge(client, options.judge, names, ctx, metrics, failures)
+        parts, positions = _geographies(options, judge, table, features, ctx, metrics, judgements, raking_rows)
 
-    client = for_stage(ctx, options.judge.backend) if options.judge is not None else None
-    judge = llm_judge(client, options.judge, names, ctx, metrics, failures) if client is not None else None
+    out_features = Features({**features, **{c: Value(t) for c, t in ADDED_COLUMNS.items()}})
+    order = np.argsort(np.concatenate(positions), kind="stable")
+    data = pa.concat_tables(parts).take(pa.array(order)).cast(out_features.arrow_schema)
+    declared = outputs(options)
+    extras = {"raking": rows_dataset(raking_rows, declared["raking"])}
+    if options.judge is not None:
+        extras["judgements"] = rows_dataset(judgements, declared["judgements"])
+    # an explicit fingerprint: without one, datasets hashes the whole table
+    dataset = Dataset(data, info=DatasetInfo(features=out_features), fingerprint=f"calibrate-{ctx.batch_index}")
+    return StageOutput(dataset, failures, metrics, extras=extras)
+
+
+def _geographies(options, judge, table, features, ctx, metrics, judgements, raking_rows) -> tuple[list, list]:
+    """Per geography of the batch: judge and re-draw (with a judge), then rake. Returns the geographies' tables
+    and the batch positions of their rows; fills metrics, judgements and raking_rows."""
+    import pyarrow as pa
+
+    from factory.census.raking import rake, tvd
+
+    names = features["geography"].names
+    geo_codes = table.column("geography").to_numpy()
+    traits = "openness" in table.column_names
 
     def rng_for(person_id: str, round_: int) -> np.random.Generator:
         return ctx.rng("calibrate", person_id, round_)  # depends on the person and round only, not on batching
 
     parts, positions = [], []
     for geo in ctx.batch["geographies"]:
-        rows = np.flatnonzero(geo_codes == names["geography"].index(geo))
+        rows = np.flatnonzero(geo_codes == names.index(geo))
         sub = table.take(pa.array(rows))
         census = CensusGeography.fit(options.census, geo)
         census.check(features, traits, ctx.stage)
@@ -362,35 +389,7 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
         sub = sub.add_column(sub.num_columns - 3, "raking_weight", pa.array(raking, pa.float64()))
         parts.append(sub)
         positions.append(rows)
-    if client is not None:
-        metrics["backend_calls"] = float(client.calls)
-        metrics["requests_cached"] = float(client.cache.hits if client.cache else 0)
-        if client.cache is not None:
-            client.cache.close()
-
-    out_features = Features(
-        {
-            **features,
-            "raking_weight": Value("float64"),
-            "judge_rounds": Value("int32"),
-            "flagged": Value("bool"),
-            "replaced_from": Value("string"),
-        }
-    )
-    order = np.argsort(np.concatenate(positions), kind="stable")
-    data = pa.concat_tables(parts).take(pa.array(order)).cast(out_features.arrow_schema)
-    extras = {"raking": _dataset(raking_rows, RAKING_COLUMNS)}
-    if options.judge is not None:
-        extras["judgements"] = _dataset(judgements, JUDGEMENT_COLUMNS)
-    # an explicit fingerprint: without one, datasets hashes the whole table
-    dataset = Dataset(data, info=DatasetInfo(features=out_features), fingerprint=f"calibrate-{ctx.batch_index}")
-    return StageOutput(dataset, failures, metrics, extras=extras)
-
-
-def _features(spec: dict) -> Any:
-    from datasets import Features, Value
-
-    return Features({k: Value(v) for k, v in spec.items()})
+    return parts, positions
 
 
 JUDGEMENT_COLUMNS = {"person_id": "string", "round": "int32", "verdict": "string", "raw": "string", "reason": "string"}
@@ -404,8 +403,16 @@ RAKING_COLUMNS = {
 }
 
 
-def _dataset(rows: list[dict], columns: dict):
-    return rows_dataset(rows, _features(columns))
+def outputs(options: Options) -> dict[str, Columns]:
+    """The input's persons (Big Five traits unless `census.bigfive.mode: none`) plus the added columns; the raking
+    report; with a judge, every judge call."""
+    out = {
+        "data": Columns({**person_columns(options.census.bigfive.mode != "none"), **ADDED_COLUMNS}),
+        "raking": Columns(RAKING_COLUMNS),
+    }
+    if options.judge is not None:
+        out["judgements"] = Columns(JUDGEMENT_COLUMNS)
+    return out
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:
