@@ -353,7 +353,7 @@ def scripted_build(write_recipe, tmp_path, monkeypatch, seed: int = 0):
     from factory.llm import backend
 
     client = ScriptedClient({k: list(v) for k, v in SCRIPT.items()})
-    monkeypatch.setattr(backend, "for_stage", lambda ctx, name: client)
+    monkeypatch.setattr(backend, "load", lambda config, cache=None: client)  # what ctx.llm opens
     body = (
         "    generate:\n      backend: b\n      topics: [Trust in others, Money]\n      per_topic: 3\n"
         "      per_call: 2\n      max_calls: 3\n      max_retries: 0\n      held_out: 0.4\n"

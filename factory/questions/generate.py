@@ -107,18 +107,19 @@ class QuestionPool:
         return ids
 
 
-def generate(g: Any, known_rows: list[dict], ctx: Any, group: int = TOPIC_GROUP) -> tuple[list[dict], list[dict], dict]:
-    """Ask the model per topic until `per_topic` questions are kept or `max_calls` are spent, `group` topics per
-    request batch; rows in topic order, failures with reasons, metrics. `g` is the questions stage's `generate:`
-    block; `ctx` gives the stage seed and its backends (`factory.llm.backend.for_stage`)."""
-    from factory.llm import backend
+def generate(
+    g: Any, known_rows: list[dict], client: Any, seed: int, group: int = TOPIC_GROUP
+) -> tuple[list[dict], list[dict], dict]:
+    """Ask `client` (a backend) per topic until `per_topic` questions are kept or `max_calls` are spent, `group`
+    topics per request batch; rows in topic order, failures with reasons, metrics (`generate.*`). `g` is the
+    questions stage's `generate:` block; `seed` the stage seed, from which each call's seed is derived (with the
+    topic and the call index). The caller owns the client (opens it, counts its calls, closes its cache)."""
     from factory.llm.structured import generate_validated, json_parser
     from factory.llm.types import Constraint, GenerationRequest, Sampling
     from factory.prompts import builtin, render
     from factory.seeds import derive_seed
 
     topics = g.topic_list()
-    client = backend.for_stage(ctx, g.backend)
     system = render(builtin("questions/system.jinja"))
     template = builtin("questions/generate.jinja")
     pool = QuestionPool(g.near_duplicate_threshold, ((r["question_id"], r["text"]) for r in known_rows))
@@ -127,8 +128,8 @@ def generate(g: Any, known_rows: list[dict], ctx: Any, group: int = TOPIC_GROUP)
 
     def request(topic: str, n: int) -> GenerationRequest:
         avoid = [r["text"] for r in pool.kept.get(topic, [])][-AVOID_SHOWN:]
-        seed = derive_seed(ctx.seed, "generate", topic, calls[topic]) % (2**31)
-        sampling = Sampling(g.temperature, g.top_p, g.max_tokens or 70 * n + 30, (), seed)
+        call_seed = derive_seed(seed, "generate", topic, calls[topic]) % (2**31)
+        sampling = Sampling(g.temperature, g.top_p, g.max_tokens or 70 * n + 30, (), call_seed)
         messages = [
             {"role": "system", "content": system},
             {"role": "user", "content": render(template, topic=topic, n=n, avoid=avoid)},
@@ -189,9 +190,5 @@ def generate(g: Any, known_rows: list[dict], ctx: Any, group: int = TOPIC_GROUP)
     metrics.update({k: float(v) for k, v in pool.counts.items()})
     metrics["shortfall"] = float(shortfall)
     out = {f"generate.{k}": v for k, v in metrics.items()}
-    out["backend_calls"] = float(client.calls)
-    out["requests_cached"] = float(client.cache.hits if client.cache else 0)
-    if client.cache is not None:
-        client.cache.close()
     rows = [row for topic in topics for row in pool.kept.get(topic, [])]
     return rows, pool.failures, out

@@ -1,12 +1,13 @@
 """Question table from shipped sets, user files or LLM generation per topic; select by set, topic, id or sample.
 
-Inputs: none.
-Output (one row per question), columns and types as in `factory.questions.sets.features()`:
-    question_id (str, unique), source, source_id, topic, text, kind ('choice' | 'open'),
-    options (list[str], ordered), ordinal (list[float | null]), refusal_index (int | null),
-    human_distribution (list[float] | null), human_n (int | null),
-    human_groups (list[{attribute, group, counts: list[float]}] | null)
-    with `generate:` only, one more column: split ('train' | 'held_out')
+Input roles: none (a source stage: shipped sets, user files or a model; a recipe gives it no `inputs:`).
+Output `data` (one row per question; declared by `outputs(options)`, built by `factory.questions.sets.features()`):
+    question_id (str, unique), source, source_id, topic, text (str), kind (str: 'choice' | 'open'),
+    options (list[str], ordered), ordinal (list[float32 | null]), refusal_index (int32 | null),
+    human_distribution (list[float64] | null), human_n (int64 | null),
+    human_groups (list[{attribute, group, counts: list[float64]}] | null)
+    with `held_out:` or `generate:`, one more column: split (str: 'train' | 'held_out')
+Failures (with `generate:` only): rejected and duplicate questions, invalid calls, topics left short.
 
 Example:
     stages:
@@ -67,23 +68,19 @@ from factory.stage import Columns, StageContext, StageOutput
 
 VERSION = 1
 INPUTS: dict = {}  # a source stage: shipped sets, user files or a model
-OUTPUTS = {
-    "data": Columns(
-        {
-            "question_id": "string",
-            "source": "string",
-            "source_id": "string",
-            "topic": "string",
-            "text": "string",
-            "kind": "string",
-            "options": "list<string>",
-            "ordinal": "list<float32>",
-            "refusal_index": "int32",
-            "human_distribution": "list<float64>",
-            "human_n": "int64",
-            "human_groups": "any",  # list of {attribute, group, counts}
-        }
-    )
+COLUMNS = {  # as factory.questions.sets.features() builds them
+    "question_id": "string",
+    "source": "string",
+    "source_id": "string",
+    "topic": "string",
+    "text": "string",
+    "kind": "string",
+    "options": "list<string>",
+    "ordinal": "list<float32>",
+    "refusal_index": "int32",
+    "human_distribution": "list<float64>",
+    "human_n": "int64",
+    "human_groups": "any",  # list of {attribute, group, counts: list[float64]} (Columns has no struct type)
 }
 PROMPTS = ["questions/system.jinja", "questions/generate.jinja"]
 
@@ -199,6 +196,12 @@ class Options(StageOptions):
         return self
 
 
+def outputs(options: Options) -> dict[str, Columns]:
+    """The question table; with `held_out:` or `generate:`, a `split` column ('train' | 'held_out') after it."""
+    split = options.held_out is not None or options.generate is not None
+    return {"data": Columns({**COLUMNS, **({"split": "string"} if split else {})})}
+
+
 def files(options: Options) -> list[Path]:
     """Built-in prompts, when generating: their bytes enter the fingerprint like any file the recipe names."""
     from factory.prompts import builtin
@@ -223,7 +226,10 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
 
     if any(r["source"] == SOURCE for r in rows):
         raise DataError(f"stages.{ctx.stage}.files: a file named '{SOURCE}' clashes with generated questions' ids")
-    made, failures, gen_metrics = generate(options.generate, rows, ctx, options.batch_size or TOPIC_GROUP)
+    with ctx.llm(options.generate.backend) as client:
+        made, failures, gen_metrics = generate(
+            options.generate, rows, client, ctx.seed, options.batch_size or TOPIC_GROUP
+        )
     metrics.update(gen_metrics)
     held = held_out(len(made), options.generate.held_out, ctx)
     metrics["generate.held_out"] = float(len(held))
