@@ -53,6 +53,37 @@ class PublishConfig(OptionBlock):
     )
 
 
+class StageResources(OptionBlock):
+    """What one batch of a stage asks of a Ray cluster (one Ray task per batch)."""
+
+    num_cpus: float = Field(1.0, ge=0, description="CPUs a batch task reserves")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs a batch task reserves")
+
+
+class ReplicaResources(OptionBlock):
+    """A backend's replicas on a Ray cluster: each is an actor holding one engine for a whole stage."""
+
+    replicas: int = Field(1, ge=1, description="engine replicas (data parallelism); requests go to the free ones")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs each replica reserves")
+    num_gpus: float | None = Field(
+        None, ge=0, description="GPUs each replica reserves; default: vllm's tensor_parallel_size, else none"
+    )
+
+
+class ExecutorConfig(OptionBlock):
+    """How and where the stages run (`factory build --executor/--address` override it).
+
+    Operational only: no fingerprint reads it, so a cluster build and a local build share their outputs."""
+
+    type: Literal["local", "ray"] = Field("local", description="local: this process; ray: a Ray cluster")
+    address: str | None = Field(
+        None, description="Ray address: 'auto', 'ray://host:10001', 'host:6379'; none starts a local cluster"
+    )
+    max_retries: int = Field(3, ge=0, description="re-runs of a batch (or replacements of a replica) lost to a fault")
+    stages: dict[str, StageResources] = Field(default_factory=dict, description="per-stage batch resources")
+    backends: dict[str, ReplicaResources] = Field(default_factory=dict, description="per-backend replicas")
+
+
 class _TopLevel(OptionBlock):
     name: str = Field(..., pattern=NAME, description="recipe name; outputs go under runs/<name>/")
     version: int | str = Field(1, description="recipe version, recorded in manifests and cards")
@@ -62,6 +93,7 @@ class _TopLevel(OptionBlock):
     backends: dict[str, Any] = Field(default_factory=dict, description="named LLM endpoints")
     stages: dict[str, Any] = Field(..., min_length=1, description="stage name -> {uses, inputs, options...}")
     publish: PublishConfig | None = None
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="operational: where stages run")
 
 
 @dataclass
@@ -92,6 +124,7 @@ class Recipe:
     publish: PublishConfig | None
     path: Path
     order: list[str] = field(default_factory=list)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def stage_seed(self, stage: str) -> int:
         return derive_seed(self.seed, "stage", stage)
@@ -284,13 +317,17 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
             raise RecipeError(f"stages.{sname}.inputs", "lists a stage twice")
     declared = {name: e.spec.outputs(e.options).get("data") for name, e in stages.items()}
     for sname, entry in stages.items():
-        entry.roles = assign_roles(sname, entry.spec.inputs, wirings[sname], declared)
+        entry.roles = assign_roles(sname, entry.spec.roles(entry.options), wirings[sname], declared)
 
     order = _topological(stages)
     if top.publish and top.publish.stages:
         for i, s in enumerate(top.publish.stages):
             if s not in stages:
                 raise RecipeError(f"publish.stages[{i}]", f"unknown stage '{s}'{did_you_mean(s, stages)}")
+    for kind, known in (("stages", stages), ("backends", backends)):
+        for name in getattr(top.executor, kind):
+            if name not in known:
+                raise RecipeError(f"executor.{kind}.{name}", f"unknown {kind[:-1]} '{name}'{did_you_mean(name, known)}")
     if top.publish:
         from factory.profiles import load_profile
 
@@ -306,6 +343,7 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
         publish=top.publish,
         path=path or base_dir / "recipe.yaml",
         order=order,
+        executor=top.executor,
     )
 
 

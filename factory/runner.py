@@ -246,7 +246,7 @@ class Runner:
 
         for role, n in sources(entry.roles):
             if n in entry.hub:  # a published dataset's columns are known only now
-                check_columns(stage, role, n, entry.spec.inputs[role], load_input(data(n)).column_names)
+                check_columns(stage, role, n, entry.spec.roles(entry.options)[role], load_input(data(n)).column_names)
         input_paths = {
             role: {n: data(n) for n in v} if isinstance(v, list) else data(v) for role, v in entry.roles.items()
         }

@@ -6,7 +6,8 @@ resume, and stages never touch the store:
 - `Options`: a `StageOptions` subclass (or a discriminated union of them); every knob typed, defaulted, documented.
 - `VERSION`: an int bumped whenever the stage's output for the same options changes.
 - `INPUTS`: named input roles and the columns each needs, `{"people": Needs("person_id", "weight"), ...}`
-  (`Needs(..., optional=True)` for a role that may be left out). A recipe names roles
+  (`Needs(..., optional=True)` for a role that may be left out); a function `inputs(options)` may refine the
+  needed columns by options (the roles stay those of `INPUTS`). A recipe names roles
   (`inputs: {people: calibrated, questions: election}`) or lists stages where the roles are unambiguous;
   `factory validate` checks every role against what the upstream stage declares it writes.
 - `OUTPUTS`: the datasets it writes and their columns, `{"data": Columns({"person_id": "string", ...}), ...}`
@@ -156,11 +157,17 @@ class StageSpec:
     options: Any  # a StageOptions subclass, or an Annotated discriminated union of them
     run: Callable[..., Any]
     plan: Callable[..., list[Any]] | None
-    inputs: dict[str, Needs]
+    inputs: dict[str, Needs]  # the roles as declared (`INPUTS`)
     outputs: Callable[[Any], dict[str, Columns]]
     summary: str
     summarize: Callable[..., dict] | None = None
     files: Callable[..., list] | None = None  # built-in files (prompts) whose bytes enter the fingerprint
+
+    roles_for: Callable[[Any], dict[str, Needs]] | None = None  # `inputs(options)`, when needs depend on options
+
+    def roles(self, options: Any) -> dict[str, Needs]:
+        """The input roles for these options (what `inputs(options)` returns, else `INPUTS`)."""
+        return self.roles_for(options) if self.roles_for is not None else self.inputs
 
     def validate_options(self, raw: Any, context: dict) -> StageOptions:
         """The stage's options from a recipe mapping (pydantic's ValidationError on a mistake)."""
@@ -190,6 +197,10 @@ class StageContext:
     batch_index: int = 0
     num_batches: int = 1
     metrics: dict[str, float] = field(default_factory=dict)  # counted by the context itself (backend calls)
+    # backend name -> a pool of engine replicas an executor started for this stage (`factory.ray_pool.Pool`): its
+    # `client(cache_path)` stands in for `llm.backend.load`. Empty for a local build; the executor sets it, so the
+    # stage code is the same wherever it runs.
+    llm_pools: dict[str, Any] = field(default_factory=dict)
 
     def derive_seed(self, *key: Any) -> int:
         return derive_seed(self.seed, *key)
@@ -207,10 +218,13 @@ class StageContext:
     def llm(self, name: str) -> Iterator[Any]:
         """The recipe backend `name` behind this stage's request cache (`requests.sqlite` in its work folder, so a
         resumed build replays what it already asked); its calls and cache hits are counted in the metrics and the
-        cache is closed when the block ends."""
+        cache is closed when the block ends. Under an executor with replica pools the same cache sits in front of
+        the pool: cached requests never reach a replica."""
         from factory.llm.backend import load
 
-        client = load(self.backends[name], Path(self.workdir) / "requests.sqlite" if self.workdir else None)
+        cache_path = Path(self.workdir) / "requests.sqlite" if self.workdir else None
+        pool = self.llm_pools.get(name)
+        client = pool.client(cache_path) if pool is not None else load(self.backends[name], cache_path)
         try:
             yield client
         finally:
@@ -241,6 +255,7 @@ def spec_from_object(uses: str, obj: Any) -> StageSpec:
     if not _options_type(obj.Options):
         raise TypeError(f"'{uses}'.Options must subclass factory.options.StageOptions (or be a union of them)")
     inputs = obj.INPUTS
+    roles_for = getattr(obj, "inputs", None)
     if not isinstance(inputs, dict) or not all(isinstance(n, Needs) for n in inputs.values()):
         raise TypeError(f"'{uses}'.INPUTS must map role names to Needs(...) (stage contract v2)")
     declared = getattr(obj, "outputs", None) or getattr(obj, "OUTPUTS", None)
@@ -257,6 +272,7 @@ def spec_from_object(uses: str, obj: Any) -> StageSpec:
         summary=doc.splitlines()[0] if doc else "",
         summarize=getattr(obj, "summarize", None),
         files=getattr(obj, "files", None),
+        roles_for=roles_for if callable(roles_for) else None,
     )
 
 

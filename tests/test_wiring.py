@@ -90,3 +90,18 @@ def test_answers_with_two_question_stages_and_no_people_fails_at_load(write_reci
         survey(write_recipe, "  votes: {uses: answers, inputs: [election, opinion], backend: small}\n")
     )
     assert "stages.votes.inputs" in message and "role 'people'" in message and "person_id" in message
+
+
+def test_raked_weighting_over_people_without_raking_weights_fails_at_load(write_recipe):
+    """Roles refined by options (`inputs(options)`): raking needs calibrate's raking_weight in the people input."""
+    message = wiring_error(
+        survey(
+            write_recipe,
+            """
+  votes: {uses: answers, inputs: [people, election], backend: small, mode: logprob}
+  evaluate: {uses: evaluate, inputs: [votes, people, election], weightings: [unweighted, raked]}
+""",
+        )
+    )
+    assert message.startswith("stages.evaluate.inputs")
+    assert "'raking_weight'" in message

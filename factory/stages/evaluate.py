@@ -76,6 +76,16 @@ INPUTS = {
     "people": Needs("person_id", description="who answered, with weight / raking_weight as the weightings ask"),
     "questions": Needs("question_id", "source", "text", "options", description="the questions asked"),
 }
+_WEIGHT_COLUMN = {"population": "weight", "raked": "raking_weight"}
+
+
+def inputs(options: Options) -> dict[str, Needs]:
+    """The roles for these options: `people` must carry the weights the weightings ask for (raked: calibrate's
+    raking_weight), so a recipe that rakes over uncalibrated people fails at validate."""
+    weights = [_WEIGHT_COLUMN[w] for w in options.weightings if w in _WEIGHT_COLUMN]
+    return {**INPUTS, "people": Needs("person_id", *weights, description=INPUTS["people"].description)}
+
+
 _RUN = {"style": "string", "mode": "string", "weighting": "string"}
 OUTPUTS = {
     "data": Columns(
