@@ -233,3 +233,77 @@ def test_bad_inputs_and_options_are_one_line_errors(tmp_path):
     )
     with pytest.raises(RecipeError, match="did you mean 'sex'"):
         load_recipe(path)
+
+
+# --- contract v2 with a hand-made context: the role `people`, a backend config object, an Upstream -------------
+
+
+class VerdictClient:
+    """A stand-in judge backend: every person implausible in the first round, plausible after."""
+
+    model_id = "verdicts"
+    cache = None
+
+    def __init__(self):
+        self.calls = 0
+        self.rounds = 0
+
+    def generate(self, requests, follow=None):
+        from factory.llm.types import GenerationResult, in_rounds
+
+        verdict = "implausible" if self.rounds == 0 else "plausible"
+        self.rounds += 1
+
+        def answer(batch):
+            self.calls += len(batch)
+            return [GenerationResult(verdict, "stop", 10, 1) for _ in batch]
+
+        return in_rounds(answer, requests, follow)
+
+
+def test_judge_run_by_hand_opens_the_backend_through_ctx_llm(vermont, monkeypatch):
+    from factory.llm import backend
+    from factory.llm.config import TransformersConfig
+
+    client = VerdictClient()
+    opened = []
+    monkeypatch.setattr(backend, "load", lambda config, cache=None: opened.append(config) or client)
+    people = vermont.people(12, np.random.default_rng(5))
+    options = cal.Options.model_validate({"judge": {"backend": "j", "max_rounds": 2}})
+    ctx = StageContext(recipe="r", stage="calibrated", seed=5, backends={"j": TransformersConfig()})
+    (ctx.batch,) = cal.plan(options, {"people": people}, ctx)
+    out = cal.run(options, {"people": people}, ctx)
+    assert opened == [TransformersConfig()] and ctx.metrics["backend_calls"] == client.calls == 24
+    data = out.data.to_pandas()
+    assert (data["judge_rounds"] == 1).all() and not data["flagged"].any()
+    assert out.extras["judgements"].num_rows == 24 and out.metrics["judge.round0.rejected"] == 12
+    declared = cal.outputs(options)
+    assert set(declared) == {"data", "raking", "judgements"}
+    for name, ds in [("data", out.data), *out.extras.items()]:
+        assert declared[name].mismatch(ds.features) is None, name
+    assert cal.outputs(cal.Options()).keys() == {"data", "raking"}  # no judge, no judgements
+
+
+def test_census_check_reads_the_upstream_manifest(vermont, tmp_path):
+    import json
+
+    from factory.store import Upstream
+
+    people = vermont.people(4, np.random.default_rng(6))
+    manifest = tmp_path / "manifest.json"
+    ctx = StageContext(
+        recipe="r", stage="calibrated", seed=0, upstream={"people": Upstream("people", "f", str(tmp_path))}
+    )
+    manifest.write_text(json.dumps({"uses": "meta_personas", "config": {"min_age": 21}}))
+    with pytest.raises(DataError, match="census.min_age: 18 but the input's people were built with 21"):
+        cal.plan(cal.Options(), {"people": people}, ctx)
+    manifest.write_text(json.dumps({"uses": "calibrate", "config": {"min_age": 21}}))  # not meta_personas: unchecked
+    assert cal.plan(cal.Options(), {"people": people}, ctx) == [{"geographies": ["VT"], "rows": [0, 4]}]
+
+
+def test_input_without_traits_under_a_trait_drawing_census_is_an_error(vermont):
+    people = vermont.people(4, np.random.default_rng(7)).remove_columns(
+        ["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
+    )
+    with pytest.raises(DataError, match="bigfive.mode: 'census' but the input has no Big Five traits"):
+        run_stage(cal.Options(), people)
