@@ -105,3 +105,41 @@ def test_raked_weighting_over_people_without_raking_weights_fails_at_load(write_
     )
     assert message.startswith("stages.evaluate.inputs")
     assert "'raking_weight'" in message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the census stages and questions: calibrate (role people: full-mode meta personas), meta_personas and questions
+# (source stages: no input role at all)
+
+
+def test_calibrate_fed_a_questions_stage_fails_at_load(write_recipe):
+    message = wiring_error(survey(write_recipe, "  calibrated: {uses: calibrate, inputs: [election]}\n"))
+    assert message.startswith("stages.calibrated.inputs.people:") and "role 'people'" in message
+    assert "'election'" in message and "'person_id'" in message
+
+
+def test_calibrate_with_a_named_role_fed_questions_or_paper_people_fails_at_load(write_recipe):
+    message = wiring_error(survey(write_recipe, "  calibrated: {uses: calibrate, inputs: {people: election}}\n"))
+    assert message.startswith("stages.calibrated.inputs.people:") and "'election' does not write" in message
+    message = wiring_error(survey(write_recipe, "  calibrated: {uses: calibrate, inputs: [paper]}\n"))
+    assert message.startswith("stages.calibrated.inputs.people:") and "'paper'" in message
+    assert "'geography'" in message  # paper mode writes person_id but not the full-mode columns
+
+
+def test_calibrate_on_full_people_is_wired_to_its_role(write_recipe):
+    recipe = load_recipe(survey(write_recipe, "  calibrated: {uses: calibrate, inputs: [people]}\n"))
+    assert recipe.stages["calibrated"].roles == {"people": "people"}
+
+
+@pytest.mark.parametrize("inputs", ["[election]", "{people: election}"])
+def test_meta_personas_given_any_input_fails_at_load(write_recipe, inputs):
+    message = wiring_error(
+        survey(write_recipe, f"  more: {{uses: meta_personas, geographies: [VT], inputs: {inputs}}}\n")
+    )
+    assert message.startswith("stages.more.inputs") and "none" in message
+
+
+@pytest.mark.parametrize("inputs", ["[people]", "{questions: election}"])
+def test_questions_given_any_input_fails_at_load(write_recipe, inputs):
+    message = wiring_error(survey(write_recipe, f"  more: {{uses: questions, sets: [election], inputs: {inputs}}}\n"))
+    assert message.startswith("stages.more.inputs") and "none" in message
