@@ -14,7 +14,8 @@ from types import SimpleNamespace
 from pydantic import Field
 
 from factory.options import StageOptions
-from factory.stage import StageOutput
+from factory.stage import Columns, Needs, StageOutput, rows_dataset
+from factory.stages.answers import OUTPUTS as ANSWERS  # the real stage's schema: the fake cannot drift from it
 
 WORDS = ["calmly", "with friends", "after a careful plan", "with some worry", "alone", "kindly", "boldly"]
 
@@ -25,11 +26,7 @@ class FreeTextOptions(StageOptions):
 
 
 def free_text(options: FreeTextOptions, inputs, ctx):
-    from datasets import Dataset
-    from fake_answers import features
-
-    people = next(ds for ds in inputs.values() if "weight" in ds.column_names)
-    questions = next(ds for ds in inputs.values() if "options" in ds.column_names)
+    people, questions = inputs["people"], inputs["questions"]
     rows = []
     for i, pid in enumerate(people["person_id"][: options.n]):
         for q in questions.select_columns(["question_id", "kind", "text"]).to_list():
@@ -46,7 +43,7 @@ def free_text(options: FreeTextOptions, inputs, ctx):
                          "text": f"I would handle it {WORDS[k]}, {WORDS[(k + i) % len(WORDS)]}.", "model": "fake",
                          "seed": s, "prompt_tokens": 1, "completion_tokens": 1}
                     )  # fmt: skip
-    return StageOutput(Dataset.from_list(rows, features=features()))
+    return StageOutput(rows_dataset(rows, ANSWERS["data"]))
 
 
 class TrainOptions(StageOptions):
@@ -55,8 +52,7 @@ class TrainOptions(StageOptions):
 
 
 def train(options: TrainOptions, inputs, ctx):
-    (pairs,) = inputs.values()
-    return [{"step": 1, "loss": 0.69, "pairs": len(pairs)}]
+    return [{"step": 1, "loss": 0.69, "pairs": len(inputs["pairs"])}]
 
 
 def save_adapter(base: str, out, r: int = 4, seed: int = 0) -> None:
@@ -77,8 +73,19 @@ def summarize_train(options: TrainOptions, outputs, ctx, artifacts) -> dict:
 
 
 free_text_stage = SimpleNamespace(
-    __doc__="Fake free-text answers.", VERSION=1, INPUTS=(2, 2), Options=FreeTextOptions, run=free_text
+    __doc__="Fake free-text answers.",
+    VERSION=1,
+    INPUTS={"people": Needs("person_id", "weight"), "questions": Needs("question_id", "kind", "text", "options")},
+    OUTPUTS=ANSWERS,
+    Options=FreeTextOptions,
+    run=free_text,
 )
 train_dpo = SimpleNamespace(
-    __doc__="Fake DPO training.", VERSION=1, INPUTS=(1, 1), Options=TrainOptions, run=train, summarize=summarize_train
+    __doc__="Fake DPO training.",
+    VERSION=1,
+    INPUTS={"pairs": Needs("prompt", "chosen", "rejected")},
+    OUTPUTS={"data": Columns({"step": "int64", "loss": "float64", "pairs": "int64"})},
+    Options=TrainOptions,
+    run=train,
+    summarize=summarize_train,
 )

@@ -14,7 +14,7 @@ from datasets import load_from_disk
 
 from factory.census.bigfive import TARGET_PRESETS
 from factory.judging import judges
-from factory.judging.judges import Judgement, JudgeOptions
+from factory.judging.judges import ClassifierJudgeOptions, Judgement, LLMJudgeOptions
 from factory.judging.pairs import near_duplicate_groups, pick_test_questions
 from factory.llm.types import GenerationResult
 from factory.recipe import load_recipe
@@ -80,7 +80,7 @@ def test_judge_rule_picks_best_own_and_worst_rival_with_margin_and_dedup():
     }
     persons = {"p-an": _person(AN), "p-di": _person(DI)}
     judge = FakeJudge(scores)
-    opts = preferences.Options(judge={"backend": "j"}, targets="mbti_roles", min_margin=0.05)
+    opts = preferences.JudgeRuleOptions(judge={"backend": "j"}, targets="mbti_roles", min_margin=0.05)
     out = preferences.judge_rule(opts, rows, persons, questions, judge, test={"q/2"})
 
     assert sorted(judge.seen) == sorted(r["text"] for r in rows)  # every answer judged once
@@ -125,7 +125,7 @@ def test_judge_rule_picks_best_own_and_worst_rival_with_margin_and_dedup():
     assert own["target"] == "Analyst" and own["similarity"] == pytest.approx(sim(AN, DI), rel=1e-6)
 
     # with dedup off and no margin, q/2 and q/3 give pairs too; q/2 is in the test split
-    opts = preferences.Options(judge={"backend": "j"}, targets="mbti_roles", min_margin=0, dedup_prompts=False)
+    opts = preferences.JudgeRuleOptions(judge={"backend": "j"}, targets="mbti_roles", min_margin=0, dedup_prompts=False)
     out = preferences.judge_rule(opts, rows, persons, questions, FakeJudge(scores), test={"q/2"})
     got = {(p["question_id"], p["target"]): p["split"] for p in out.data.to_list()}
     assert len(got) == 5 and got[("q/2", "Analyst")] == "test"
@@ -191,7 +191,7 @@ def test_opinion_rule_on_a_hand_made_group_distribution():
         {"person_id": "refuser", "question_id": "pew/1", "pick": 2},  # No (.6) over Refused (.1)
         {"person_id": "near", "question_id": "pew/1", "pick": 0},  # 50-64: top is No (.2; never Refused)
     ]
-    opts = preferences.Options(rule="opinion", group_attribute="AGE", min_margin=0.15)
+    opts = preferences.OpinionRuleOptions(group_attribute="AGE", min_margin=0.15)
     out = preferences.opinion_rule(opts, choices, persons, {"pew/1": q}, test=set())
     pairs = {p["chosen_person_id"]: p for p in out.data.to_list()}
     assert set(pairs) == {"young", "refuser"}
@@ -243,7 +243,7 @@ def test_llm_judge_validates_accepts_integers_and_keeps_failures():
         _reply([0.3] * 5),  # ... (c) then fine
     ]
     client = Scripted(replies)
-    judge = judges.LLMJudge(client, JudgeOptions(backend="j", max_retries=1, rationale_chars=60))
+    judge = judges.LLMJudge(client, LLMJudgeOptions(backend="j", max_retries=1, rationale_chars=60))
     got = judge.judge([("q", "a"), ("q", "b"), ("q", "c")])
     assert got[0].ok and got[0].scores == [0.0, 1.0, 0.5, 1.0, 0.0] and got[0].attempts == 1
     assert not got[1].ok and got[1].reason.startswith("invalid JSON") and got[1].attempts == 2
@@ -251,7 +251,7 @@ def test_llm_judge_validates_accepts_integers_and_keeps_failures():
     assert [s.temperature for s in client.sampling] == [0.0, 0.0, 0.0, 0.7, 0.7]
     assert client.sampling[3].seed != client.sampling[1].seed
     assert judge.name.startswith("llm:scripted#") and len(judge.name.split("#")[1]) == 12
-    other = judges.LLMJudge(client, JudgeOptions(backend="j", max_retries=1, rationale_chars=80))
+    other = judges.LLMJudge(client, LLMJudgeOptions(backend="j", max_retries=1, rationale_chars=80))
     assert other.name != judge.name  # the schema is part of what judges
 
 
@@ -261,7 +261,7 @@ def test_classifier_judge_on_a_tiny_bert(tmp_path):
 
     path = build_tiny_classifier(tmp_path / "cls", labels=["agreeableness", "conscientiousness", "extraversion",
                                                            "neuroticism", "openness"])  # fmt: skip
-    judge = judges.ClassifierJudge(JudgeOptions(kind="classifier", model=str(path)))
+    judge = judges.ClassifierJudge(ClassifierJudgeOptions(model=str(path)))
     texts = ["I love meeting new people.", "I plan every detail.", "word " * 200, ""]
     got = judge.judge([("q", t) for t in texts])
     tok, model = AutoTokenizer.from_pretrained(path), AutoModelForSequenceClassification.from_pretrained(path)
@@ -274,7 +274,7 @@ def test_classifier_judge_on_a_tiny_bert(tmp_path):
     assert (
         judge.name.startswith("classifier:")
         and judge.name
-        != judges.ClassifierJudge(JudgeOptions(kind="classifier", model=str(path), labels=list(judges.TRAITS))).name
+        != judges.ClassifierJudge(ClassifierJudgeOptions(model=str(path), labels=list(judges.TRAITS))).name
     )
 
 

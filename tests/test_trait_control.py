@@ -202,19 +202,22 @@ def test_targets_are_found_through_a_review_stage(tmp_path):
     judge of the preferences stage behind them."""
     from datasets import Dataset
 
+    from factory.store import MARKER, Upstream
+
     def stage(name: str, uses: str, inputs: dict, rows: list[dict] | None = None):
         folder = tmp_path / name
         folder.mkdir()
         (folder / "manifest.json").write_text(json.dumps({"uses": uses, "inputs": inputs, "summary": {"judge": name}}))
+        (folder / MARKER).write_text("{}")
         if rows is not None:
             Dataset.from_list(rows).save_to_disk(str(folder / "data"))
-        return {"path": str(folder)}
+        return {"path": str(folder), "fingerprint": name}
 
     row = {"target": "Diplomat", "target_vector": [0.9, 0.5, 0.45, 0.9, 0.6], "rule": "judge", "split": "train"}
     pairs = stage("pairs", "preferences", {}, [row, {**row, "target": "Analyst"}])
     reviewed = stage("reviewed", "review", {"pairs": pairs}, [{**row, "review_status": "agreed"}])
-    adapter = stage("adapter", "train_dpo", {"reviewed": reviewed})
-    data, manifest = trait_control.pairs_stage(adapter["path"])
+    adapter = Upstream("adapter", "adapter", stage("adapter", "train_dpo", {"reviewed": reviewed})["path"])
+    data, manifest = trait_control.pairs_stage(adapter)
     assert data["review_status"] == ["agreed"] and manifest["summary"]["judge"] == "pairs"
-    found = trait_control.resolve_targets(trait_control.Options(judge={"backend": "b"}), adapter["path"])
+    found = trait_control.resolve_targets(trait_control.Options(judge={"backend": "b"}), adapter)
     assert list(found) == ["Diplomat"]

@@ -18,6 +18,10 @@ is a failure, never scored on a cut text.
 Identity. `judge.name` names what judged: `llm:<model id>#<sha12>` or `classifier:<model>#<sha12>`, the hash
 covering the prompt files, the schema and the decoding settings (LLM) or the label order and model config
 (classifier). Stages store it with every judgement, so pairs and an evaluation judged differently are visible.
+
+Options. A judge block is `LLMJudgeOptions` or `ClassifierJudgeOptions`, chosen by `kind` ('llm' when left out), each
+with only its own fields (`JudgeOptions`, a discriminated union). `load(options, client)` builds the judge; an llm
+judge asks a client its stage opened (`ctx.llm(backend)`), so this package never sees the stage context.
 """
 
 from __future__ import annotations
@@ -26,42 +30,90 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, WrapValidator, model_validator
 
 from factory.census.bigfive import TRAITS
-from factory.errors import DataError
+from factory.errors import DataError, did_you_mean
 from factory.options import BackendRef, OptionBlock, operational
 
 PROMPTS = ["judge/system.jinja", "judge/big_five.jinja"]
 Trait = Literal["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
 
 
-class JudgeOptions(OptionBlock):
-    kind: Literal["llm", "classifier"] = Field("llm", description="an LLM with the rubric, or a trait classifier")
-    backend: BackendRef | None = Field(None, description="llm: a backend named under `backends:`")
-    model: str | None = Field(None, description="classifier: a local folder or Hub id (5 regression outputs)")
-    revision: str | None = Field(None, description="classifier: Hub revision (pin it for reproducible scores)")
-    labels: list[Trait] | None = Field(None, description="classifier: trait of each output (default id2label)")
+class LLMJudgeOptions(OptionBlock):
+    """`kind: llm` (the default when `kind` is left out): a recipe backend with the rubric prompt."""
+
+    kind: Literal["llm"] = Field("llm", description="an LLM with the rubric")
+    backend: BackendRef = Field(..., description="a backend named under `backends:`")
     temperature: float = Field(0.0, ge=0, le=2, description="0: greedy, one judgement per text")
     retry_temperature: float = Field(0.7, gt=0, le=2, description="temperature of re-asks after a greedy attempt")
     max_retries: int = Field(2, ge=0, le=10, description="re-asks of a failed judgement before it is a failure")
-    max_tokens: int = Field(400, ge=32, le=4096, description="llm: per judgement; a cut answer is a failure")
-    rationale_chars: int = Field(400, ge=10, le=4000, description="llm: longest rationale the schema allows")
-    max_length: int = Field(512, ge=16, le=8192, description="classifier: input tokens; longer answers fail")
-    batch_size: int = operational(16, description="classifier: texts per forward pass", ge=1)
-    device: str | None = operational(None, description="classifier: cpu, cuda... (default: cuda if available)")
+    max_tokens: int = Field(400, ge=32, le=4096, description="per judgement; a cut answer is a failure")
+    rationale_chars: int = Field(400, ge=10, le=4000, description="longest rationale the schema allows")
+
+
+class ClassifierJudgeOptions(OptionBlock):
+    """`kind: classifier`: a trait classifier (five regression outputs)."""
+
+    kind: Literal["classifier"] = Field("classifier", description="a trait classifier")
+    model: str = Field(..., description="a local folder or Hub id (5 regression outputs)")
+    revision: str | None = Field(None, description="Hub revision (pin it for reproducible scores)")
+    labels: list[Trait] | None = Field(None, description="trait of each output (default id2label)")
+    max_length: int = Field(512, ge=16, le=8192, description="input tokens; longer answers fail")
+    batch_size: int = operational(16, description="texts per forward pass", ge=1)
+    device: str | None = operational(None, description="cpu, cuda... (default: cuda if available)")
 
     @model_validator(mode="after")
-    def _complete(self) -> JudgeOptions:
-        if self.kind == "llm" and not self.backend:
-            raise ValueError("an llm judge needs `backend` (a backend named under `backends:`)")
-        if self.kind == "classifier" and not self.model:
-            raise ValueError("a classifier judge needs `model` (a local folder or Hub id)")
+    def _labels(self) -> ClassifierJudgeOptions:
         if self.labels is not None and sorted(self.labels) != sorted(TRAITS):
             raise ValueError(f"labels must name each of {', '.join(TRAITS)} once")
         return self
+
+
+KINDS = {"llm": LLMJudgeOptions, "classifier": ClassifierJudgeOptions}
+
+
+def _kind(value: Any) -> Any:
+    """The judge block's `kind`; 'llm' when it is left out (`judge: {backend: small}`)."""
+    return value.get("kind", "llm") if isinstance(value, dict) else getattr(value, "kind", "llm")
+
+
+def _as_written(value: Any, handler: Any) -> Any:
+    """Report errors at the keys as written (`judge.backend`, not pydantic's `judge.llm.backend`); an unknown
+    `kind` is an error at `kind`, an unknown key names the chosen kind's fields; unknown keys come first."""
+    from pydantic import ValidationError
+    from pydantic_core import ValidationError as CoreError
+
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        tag = _kind(value)
+        errors, unknown = [], []
+        for e in exc.errors():
+            loc = tuple(e["loc"])
+            if loc and loc[0] == tag:
+                loc = loc[1:]
+            if e["type"] == "union_tag_invalid":
+                kinds = " or ".join(repr(k) for k in KINDS)
+                errors.append({"type": "literal_error", "loc": ("kind",), "input": tag, "ctx": {"expected": kinds}})
+            elif e["type"] == "extra_forbidden" and tag in KINDS:
+                known = list(KINDS[tag].model_fields)
+                message = f"unknown key{did_you_mean(str(loc[-1]), known)}"
+                unknown.append({"type": "value_error", "loc": loc, "input": e["input"], "ctx": {"error": message}})
+            else:
+                errors.append({k: v for k, v in e.items() if k in ("type", "input", "ctx")} | {"loc": loc})
+        raise CoreError.from_exception_data(exc.title, unknown + errors) from None
+
+
+JudgeOptions = Annotated[
+    Union[Annotated[LLMJudgeOptions, Tag("llm")], Annotated[ClassifierJudgeOptions, Tag("classifier")]],  # noqa: UP007
+    Discriminator(_kind),
+    WrapValidator(_as_written),
+]
+"""The Big Five judge block: `LLMJudgeOptions` or `ClassifierJudgeOptions`, chosen by `kind` (default 'llm')."""
+AnyJudgeOptions = LLMJudgeOptions | ClassifierJudgeOptions
 
 
 @dataclass
@@ -103,9 +155,9 @@ def prompt_files() -> list[Path]:
     return [builtin(p) for p in PROMPTS]
 
 
-def files(options: JudgeOptions | None) -> list[Path]:
+def files(options: AnyJudgeOptions | None) -> list[Path]:
     """Built-in files whose bytes enter a stage's fingerprint (the rubric, for an llm judge)."""
-    return prompt_files() if options is not None and options.kind == "llm" else []
+    return prompt_files() if isinstance(options, LLMJudgeOptions) else []
 
 
 def _sha(*parts: bytes | str) -> str:
@@ -117,7 +169,7 @@ def _sha(*parts: bytes | str) -> str:
 
 
 class LLMJudge:
-    def __init__(self, client: Any, options: JudgeOptions):
+    def __init__(self, client: Any, options: LLMJudgeOptions):
         self.client = client
         self.options = options
         self.schema = schema(options.rationale_chars)
@@ -177,12 +229,11 @@ class LLMJudge:
         return Judgement([float(v.value["scores"][t]) for t in TRAITS], v.value["rationale"], None, **common)
 
     def close(self) -> None:
-        if self.client.cache is not None:
-            self.client.cache.close()
+        pass  # the client (and its request cache) is closed by whoever opened it
 
 
 class ClassifierJudge:
-    def __init__(self, options: JudgeOptions):
+    def __init__(self, options: ClassifierJudgeOptions):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -233,13 +284,11 @@ def _id2label_traits(config) -> list[str] | None:
     return names if sorted(names) == sorted(TRAITS) else None
 
 
-def load(options: JudgeOptions, ctx: Any) -> LLMJudge | ClassifierJudge:
-    """The judge a stage's options describe; an llm judge uses the stage's cached client for `backend`."""
-    if options.kind == "classifier":
+def load(options: AnyJudgeOptions, client: Any = None) -> LLMJudge | ClassifierJudge:
+    """The judge a stage's options describe. An llm judge asks `client`, the opened backend its `backend` names
+    (a stage passes `ctx.llm(options.backend)`'s client, behind its request cache); a classifier needs none."""
+    if isinstance(options, ClassifierJudgeOptions):
         return ClassifierJudge(options)
-    from factory.llm.backend import for_stage
-
-    if options.backend not in ctx.backends:
-        have = ", ".join(ctx.backends) or "none"
-        raise DataError(f"stages.{ctx.stage}.judge.backend: no backend '{options.backend}' (have: {have})")
-    return LLMJudge(for_stage(ctx, options.backend), options)
+    if client is None:
+        raise TypeError(f"an llm judge needs an opened client for backend '{options.backend}'")
+    return LLMJudge(client, options)

@@ -1,7 +1,7 @@
 """Build DPO preference pairs (TRL conversational format) from judged free-text answers or human answer distributions.
 
-Inputs (three, told apart by their columns, in any order): answers (`answers` stage), people (`meta_personas`;
-Big Five traits needed by rule judge) and questions (`questions` stage).
+Inputs (roles; a listed `inputs: [answers, people, questions]` is matched to them by their columns): `answers`
+(the `answers` stage), `people` (`meta_personas`; Big Five traits needed by rule judge) and `questions`.
 Output (one row per pair):
     prompt (list[{role, content}]: system, user), chosen, rejected (each [{role: 'assistant', content}]),
     target (str), target_vector (list[float32]), chosen_score, rejected_score, margin (float32),
@@ -51,14 +51,17 @@ Deduplication (`dedup_prompts`): of pairs with the same target and the same norm
 Split: questions whose normalised texts are near duplicates (word 1-2-gram Jaccard >= `near_duplicate_threshold`)
 form one group and a seeded `test_share` of the groups goes to 'test', so no rephrased question straddles the
 split. Batches are whole groups, so results never depend on `batch_size`.
+Options are a discriminated union on `rule` (`JudgeRuleOptions`, the default, or `OpinionRuleOptions`), so each
+rule has only its own fields; VERSION 2 marks that change of the options' shape (and of the judge block's, now a
+union on `kind`), which changes fingerprints: the outputs are unchanged.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, WrapValidator, model_validator
 
 from factory.errors import DataError, did_you_mean
 from factory.evaluate.metrics import GROUP_ATTRIBUTES
@@ -66,42 +69,52 @@ from factory.judging.judges import JudgeOptions
 from factory.judging.prompts import trait_prompt
 from factory.judging.targets import PERSONA, check_vector
 from factory.options import StageOptions
-from factory.stage import StageContext, StageOutput, rows_dataset
+from factory.stage import Columns, Needs, StageContext, StageOutput, rows_dataset
 
-VERSION = 1
-INPUTS = (3, 3)
+VERSION = 2
+INPUTS = {
+    "answers": Needs("person_id", "question_id", "style", "mode", "sample", "text", "valid",
+                     description="free-text answers (rule judge) or choices (rule opinion): the answers stage"),
+    "people": Needs("person_id", "weight", description="meta personas: Big Five traits (rule judge), census facts"),
+    "questions": Needs("question_id", "text", "options", description="the questions the answers answer"),
+}  # fmt: skip
 PROMPTS = ["preferences/trait_system.jinja", "preferences/opinion_system.jinja", "preferences/opinion.jinja"]
 STUDY_ALPHA = 5.0  # seed-003 section 3.3: sim = exp(-5 * MSE)
 
 
-class Options(StageOptions):
-    rule: Literal["judge", "opinion"] = Field("judge", description="judged free text, or human distributions")
-    judge: JudgeOptions | None = Field(None, description="rule judge: the Big Five judge (llm or classifier)")
-    targets: str | dict[str, Annotated[list[float], AfterValidator(check_vector)]] = Field(
-        PERSONA,
-        description="rule judge: 'persona' (each person's own vector), a preset ('mbti_roles') or name -> "
-        "[O, C, E, A, N]; a person's target is then the nearest named vector",
-    )
-    similarity: Literal["exp_mse", "cosine", "neg_mae"] = Field("exp_mse", description="rule judge: sim to target")
-    alpha: float = Field(STUDY_ALPHA, gt=0, le=100, description="exp_mse: exp(-alpha * MSE); the study used 5")
+class _PairOptions(StageOptions):
+    """Options of both rules."""
+
     min_margin: float = Field(
         0.05, ge=0, le=1, description="smallest chosen - rejected difference kept (similarity, or subgroup share)"
     )
-    only_targets: list[str] | None = Field(
-        None, description="rule judge: pairs for these targets only (one adapter per target, as the study trained)"
-    )
-    prompt_traits: bool = Field(True, description="rule judge: describe the target in the system prompt")
     dedup_prompts: bool = Field(True, description="keep one pair per target and normalised prompt")
     test_share: float = Field(0.1, ge=0, lt=1, description="seeded share of questions in split 'test'")
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard at which questions group")
-    group_attribute: Literal[GROUP_ATTRIBUTES] = Field("AGE", description="rule opinion: the Pew group attribute")
+
+
+class JudgeRuleOptions(_PairOptions):
+    """`rule: judge` (the default): judged free-text answers."""
+
+    TAG: ClassVar[str] = "judge"
+    rule: Literal["judge"] = Field("judge", description="judged free text")
+    judge: JudgeOptions = Field(..., description="the Big Five judge (kind llm, the default, or classifier)")
+    targets: str | dict[str, Annotated[list[float], AfterValidator(check_vector)]] = Field(
+        PERSONA,
+        description="'persona' (each person's own vector), a preset ('mbti_roles') or name -> [O, C, E, A, N]; a "
+        "person's target is then the nearest named vector",
+    )
+    similarity: Literal["exp_mse", "cosine", "neg_mae"] = Field("exp_mse", description="sim to target")
+    alpha: float = Field(STUDY_ALPHA, gt=0, le=100, description="exp_mse: exp(-alpha * MSE); the study used 5")
+    only_targets: list[str] | None = Field(
+        None, description="pairs for these targets only (one adapter per target, as the study trained)"
+    )
+    prompt_traits: bool = Field(True, description="describe the target in the system prompt")
 
     @model_validator(mode="after")
-    def _consistent(self) -> Options:
+    def _consistent(self) -> JudgeRuleOptions:
         from factory.census.bigfive import TARGET_PRESETS
 
-        if self.rule == "judge" and self.judge is None:
-            raise ValueError("rule 'judge' needs a judge block (judge: {backend: <name>})")
         if isinstance(self.targets, str) and self.targets != PERSONA and self.targets not in TARGET_PRESETS:
             choices = [PERSONA, *TARGET_PRESETS]
             raise ValueError(f"unknown targets '{self.targets}'{did_you_mean(self.targets, choices)}")
@@ -115,31 +128,53 @@ class Options(StageOptions):
         return self
 
 
-def files(options: Options) -> list[Path]:
+class OpinionRuleOptions(_PairOptions):
+    """`rule: opinion`: human answer distributions of OpinionQA questions."""
+
+    TAG: ClassVar[str] = "opinion"
+    rule: Literal["opinion"] = Field("opinion", description="human distributions")
+    group_attribute: Literal[GROUP_ATTRIBUTES] = Field("AGE", description="the Pew group attribute")
+
+
+RULES = {"judge": JudgeRuleOptions, "opinion": OpinionRuleOptions}
+
+
+def _rule(value: Any) -> Any:
+    return value.get("rule", "judge") if isinstance(value, dict) else getattr(value, "rule", "judge")
+
+
+def _unknown_rule(value: Any, handler: Any) -> Any:
+    """An unknown `rule` is an error at `rule` (pydantic reports it at the block, naming its tag function)."""
+    from pydantic import ValidationError
+    from pydantic_core import ValidationError as CoreError
+
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] != "union_tag_invalid":
+            raise
+        expected = " or ".join(repr(r) for r in RULES)
+        error = {"type": "literal_error", "loc": ("rule",), "input": _rule(value), "ctx": {"expected": expected}}
+        raise CoreError.from_exception_data(exc.title, [error]) from None
+
+
+Options = Annotated[
+    Union[Annotated[JudgeRuleOptions, Tag("judge")], Annotated[OpinionRuleOptions, Tag("opinion")]],  # noqa: UP007
+    Discriminator(_rule),
+    WrapValidator(_unknown_rule),
+]
+AnyOptions = JudgeRuleOptions | OpinionRuleOptions
+
+
+def files(options: AnyOptions) -> list[Path]:
     from factory.judging import judges
     from factory.prompts import builtin
 
-    return [builtin(p) for p in PROMPTS] + judges.files(options.judge if options.rule == "judge" else None)
+    return [builtin(p) for p in PROMPTS] + judges.files(getattr(options, "judge", None))
 
 
 # --- inputs -----------------------------------------------------------------------------------------------------
-def _roles(inputs: dict, stage: str) -> tuple[Any, Any, Any]:
-    answers = people = questions = None
-    for ds in inputs.values():
-        cols = set(ds.column_names)
-        if {"mode", "text", "person_id", "question_id"} <= cols:
-            answers = ds
-        elif {"question_id", "options"} <= cols:
-            questions = ds
-        elif {"person_id", "weight"} <= cols:
-            people = ds
-    if answers is None or people is None or questions is None:
-        missing = [n for n, d in (("an answers", answers), ("a meta-persona", people), ("a questions", questions))
-                   if d is None]  # fmt: skip
-        raise DataError(f"stages.{stage}.inputs: needs {' and '.join(missing)} stage")
-    return answers, people, questions
-
-
 def _choice_answers(answers, qids: set[str] | None = None):
     """Meta personas' choices on choice questions: last round, first valid sample; logprob rows vote their mode."""
     import numpy as np
@@ -184,7 +219,7 @@ def plan(options: Options, inputs: dict, ctx: StageContext) -> list[dict]:
     """Batches of whole near-duplicate groups of questions; the test split is drawn here, over all questions."""
     from factory.judging.pairs import near_duplicate_groups, pick_test_questions
 
-    answers, _, questions = _roles(inputs, ctx.stage)
+    answers, questions = inputs["answers"], inputs["questions"]
     qids = _candidate_questions(options, answers, questions)
     if not qids:
         what = (
@@ -242,7 +277,7 @@ def _label(row: dict, names: dict[str, list[str]], col: str) -> Any:
 def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     from factory.judging import judges
 
-    answers, people, questions = _roles(inputs, ctx.stage)
+    answers, people, questions = inputs["answers"], inputs["people"], inputs["questions"]
     qids = set(ctx.batch["questions"])
     test = set(ctx.batch["test"])
     qs = {q["question_id"]: q for q in questions.to_list() if q["question_id"] in qids}
@@ -252,11 +287,10 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
         return opinion_rule(options, choices.to_dict("records"), persons, qs, test)
     df = _free_text(answers, qids)
     persons = _persons(people, set(df[df["style"] == "meta"]["person_id"]))
-    judge = judges.load(options.judge, ctx)
-    try:
-        return judge_rule(options, df.to_dict("records"), persons, qs, judge, test)
-    finally:
-        judge.close()
+    if isinstance(options.judge, judges.ClassifierJudgeOptions):
+        return judge_rule(options, df.to_dict("records"), persons, qs, judges.load(options.judge), test)
+    with ctx.llm(options.judge.backend) as client:
+        return judge_rule(options, df.to_dict("records"), persons, qs, judges.load(options.judge, client), test)
 
 
 def judge_rule(
@@ -418,67 +452,70 @@ def _finish(options: Options, pairs: list[dict], dropped: list[dict], failures: 
 
 
 # --- schemas ----------------------------------------------------------------------------------------------------
+PAIRS = Columns(
+    {
+        "prompt": "any",  # list of {role, content}: features() builds the exact type
+        "chosen": "any",
+        "rejected": "any",
+        "target": "string",
+        "target_vector": "list<float32>",
+        "chosen_score": "float32",
+        "rejected_score": "float32",
+        "margin": "float32",
+        "chosen_vector": "list<float32>",
+        "rejected_vector": "list<float32>",
+        "question_id": "string",
+        "rule": "string",
+        "judge": "string",
+        "chosen_person_id": "string",
+        "rejected_person_id": "string",
+        "rejected_style": "string",
+        "state": "string",
+        "age_band": "string",
+        "split": "string",
+    }
+)
+JUDGEMENTS = Columns(
+    {
+        "person_id": "string",
+        "question_id": "string",
+        "sample": "int32",
+        "style": "string",
+        "target": "string",
+        "scores": "list<float32>",
+        "similarity": "float32",
+        "rationale": "string",
+        "judge": "string",
+        "valid": "bool",
+        "invalid_reason": "string",
+    }
+)
+DROPPED = Columns(
+    {"question_id": "string", "target": "string", "person_id": "string", "reason": "string", "margin": "float32"}
+)
+
+
+def outputs(options: AnyOptions) -> dict[str, Columns]:
+    """The pairs, the dropped candidates and, under rule judge, every judgement."""
+    out = {"data": PAIRS, "dropped": DROPPED}
+    return {**out, "judgements": JUDGEMENTS} if isinstance(options, JudgeRuleOptions) else out
+
+
 def features():
+    """The pairs' exact features (TRL's conversational format: messages are lists of {role, content})."""
     from datasets import Features, List, Value
 
     message = List({"role": Value("string"), "content": Value("string")})
-    return Features(
-        {
-            "prompt": message,
-            "chosen": message,
-            "rejected": message,
-            "target": Value("string"),
-            "target_vector": List(Value("float32")),
-            "chosen_score": Value("float32"),
-            "rejected_score": Value("float32"),
-            "margin": Value("float32"),
-            "chosen_vector": List(Value("float32")),
-            "rejected_vector": List(Value("float32")),
-            "question_id": Value("string"),
-            "rule": Value("string"),
-            "judge": Value("string"),
-            "chosen_person_id": Value("string"),
-            "rejected_person_id": Value("string"),
-            "rejected_style": Value("string"),
-            "state": Value("string"),
-            "age_band": Value("string"),
-            "split": Value("string"),
-        }
-    )
+    types = {n: message for n in ("prompt", "chosen", "rejected")}
+    return Features({n: types.get(n) or Columns({n: t}).features()[n] for n, t in PAIRS.types.items()})
 
 
 def judgement_features():
-    from datasets import Features, List, Value
-
-    return Features(
-        {
-            "person_id": Value("string"),
-            "question_id": Value("string"),
-            "sample": Value("int32"),
-            "style": Value("string"),
-            "target": Value("string"),
-            "scores": List(Value("float32")),
-            "similarity": Value("float32"),
-            "rationale": Value("string"),
-            "judge": Value("string"),
-            "valid": Value("bool"),
-            "invalid_reason": Value("string"),
-        }
-    )
+    return JUDGEMENTS.features()
 
 
 def dropped_features():
-    from datasets import Features, Value
-
-    return Features(
-        {
-            "question_id": Value("string"),
-            "target": Value("string"),
-            "person_id": Value("string"),
-            "reason": Value("string"),
-            "margin": Value("float32"),
-        }
-    )
+    return DROPPED.features()
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:
@@ -519,8 +556,9 @@ def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Pat
     return summary
 
 
-def _identity(options: Options, name: str | None) -> dict | None:
-    if options.judge is None:
+def _identity(options: AnyOptions, name: str | None) -> dict | None:
+    o = getattr(options, "judge", None)
+    if o is None:
         return None
-    o = options.judge
-    return {"name": name, "kind": o.kind, "backend": o.backend, "model": o.model, "revision": o.revision}
+    fields = ("backend", "model", "revision")
+    return {"name": name, "kind": o.kind, **{k: getattr(o, k, None) for k in fields}}

@@ -1,8 +1,8 @@
 """Measure personality control: base model and DPO adapter answer held-out questions, the pairs' judge scores both.
 
-Inputs (two, told apart by their folders and columns): a `train_dpo` stage (its folder holds artifacts/adapter/,
-a PEFT LoRA adapter whose adapter_config.json names the base model in `base_model_name_or_path`) and a questions
-stage (held-out open questions: `split == 'held_out'` when the column exists, else every open question).
+Inputs (roles): `adapter`, a `train_dpo` stage (its artifacts hold adapter/, a PEFT LoRA adapter whose
+adapter_config.json names the base model in `base_model_name_or_path`), and `questions` (held-out open questions:
+`split == 'held_out'` when the column exists, else every open question).
 Output (one row per target x question x sample x model x trait, for judged answers):
     target (str), question_id (str), sample (int32), model (str: base | adapter), trait (str), score (float32),
     target_score (float32), judge (str)
@@ -36,6 +36,8 @@ Target. `target` names a target (looked up in `targets`, then in the adapter's t
 by default every target of the adapter's training pairs is evaluated (found through the train_dpo manifest's
 input, a preferences stage). A vector-conditioned adapter (pairs of several targets, `prompt_traits: true`) is so
 measured per target; with `prompt_traits: false` the prompt cannot name a target, so name one.
+The judge block is a discriminated union on `kind` (`LLMJudgeOptions` or `ClassifierJudgeOptions`); VERSION 2
+marks that change of the options' shape, which changes fingerprints: the outputs are unchanged.
 """
 
 from __future__ import annotations
@@ -50,10 +52,47 @@ from factory.errors import DataError, did_you_mean
 from factory.judging.judges import JudgeOptions
 from factory.judging.targets import check_vector
 from factory.options import StageOptions, operational
-from factory.stage import StageContext, StageOutput, rows_dataset
+from factory.stage import Columns, Needs, StageContext, StageOutput, rows_dataset
 
-VERSION = 1
-INPUTS = (2, 2)
+VERSION = 2
+INPUTS = {
+    "adapter": Needs("step", "loss", description="a train_dpo stage: its artifacts hold adapter/ (a PEFT LoRA)"),
+    "questions": Needs("question_id", "kind", "text", description="held-out open questions"),
+}
+OUTPUTS = {
+    "data": Columns(
+        {
+            "target": "string",
+            "question_id": "string",
+            "sample": "int32",
+            "model": "string",
+            "trait": "string",
+            "score": "float32",
+            "target_score": "float32",
+            "judge": "string",
+        }
+    ),
+    "answers": Columns(
+        {
+            "target": "string",
+            "target_vector": "list<float32>",
+            "question_id": "string",
+            "sample": "int32",
+            "model": "string",
+            "seed": "int64",
+            "text": "string",
+            "finish_reason": "string",
+            "completion_tokens": "int32",
+            "valid": "bool",
+            "invalid_reason": "string",
+            "scores": "list<float32>",
+            "rationale": "string",
+            "similarity": "float32",
+            "mae": "float32",
+            "judge": "string",
+        }
+    ),
+}
 Vector = Annotated[list[float], AfterValidator(check_vector)]
 
 
@@ -83,41 +122,24 @@ def files(options: Options) -> list[Path]:
 
 
 # --- inputs -----------------------------------------------------------------------------------------------------
-def adapter_dir(stage_dir: str | Path) -> Path:
-    return Path(stage_dir) / "artifacts" / "adapter"
+def adapter_dir(trained: Any) -> Path:
+    """The LoRA adapter a train_dpo stage (`ctx.upstream["adapter"]`) left in its artifacts."""
+    return trained.artifact("adapter")
 
 
-def _roles(inputs: dict, ctx: StageContext) -> tuple[str, Any]:
-    trained = [n for n in inputs if (adapter_dir(ctx.upstream[n]["dir"]) / "adapter_config.json").is_file()]
-    questions = [n for n in inputs if {"question_id", "kind", "text"} <= set(inputs[n].column_names)]
-    if len(trained) != 1 or len(questions) != 1:
-        raise DataError(
-            f"stages.{ctx.stage}.inputs: needs one train_dpo stage (artifacts/adapter/adapter_config.json in its "
-            f"folder; found {len(trained)}) and one questions stage (found {len(questions)})"
-        )
-    return trained[0], inputs[questions[0]]
-
-
-def pairs_stage(train_dir: str | Path) -> tuple[Any, dict] | None:
-    """(pairs dataset, manifest of the preferences stage) that the train_dpo stage read, found through its manifest;
-    when it trained on reviewed pairs (a `review` stage), their data and the preferences stage behind them."""
-    from datasets import load_from_disk
-
-    path = Path(train_dir) / "manifest.json"
-    if not path.is_file():
-        return None
-    for entry in json.loads(path.read_text()).get("inputs", {}).values():
-        manifest = Path(entry.get("path", "")) / "manifest.json"
-        if manifest.is_file():
-            m = json.loads(manifest.read_text())
-            if m.get("uses") == "preferences":
-                return load_from_disk(str(Path(entry["path"]) / "data")), m
-            if m.get("uses") == "review" and (judged := pairs_stage(entry["path"])) is not None:
-                return load_from_disk(str(Path(entry["path"]) / "data")), judged[1]
+def pairs_stage(trained: Any) -> tuple[Any, dict] | None:
+    """(pairs dataset, manifest of the preferences stage) that a train_dpo stage (an `Upstream`) read, found
+    through its inputs; when it trained on reviewed pairs (a `review` stage), their data and the preferences stage
+    behind them."""
+    for upstream in trained.inputs().values():
+        if upstream.uses == "preferences":
+            return upstream.data(), upstream.manifest
+        if upstream.uses == "review" and (judged := pairs_stage(upstream)) is not None:
+            return upstream.data(), judged[1]
     return None
 
 
-def resolve_targets(options: Options, train_dir: str | Path | None) -> dict[str, list[float]]:
+def resolve_targets(options: Options, trained: Any = None) -> dict[str, list[float]]:
     """name -> vector of the targets to evaluate; see the module doc."""
     from factory.judging.targets import named_vectors, preset_name, vector_key
 
@@ -126,7 +148,7 @@ def resolve_targets(options: Options, train_dir: str | Path | None) -> dict[str,
     named = named_vectors(options.targets)
     if isinstance(options.target, str) and options.target in named:
         return {options.target: named[options.target]}
-    found = pairs_stage(train_dir) if train_dir is not None else None
+    found = pairs_stage(trained) if trained is not None else None
     trained: dict[str, list[float]] = {}
     if found is not None:
         ds = found[0].select_columns(["target", "target_vector", "rule", "split"])
@@ -161,18 +183,22 @@ def held_out(questions, options: Options, ctx: StageContext) -> list[dict]:
 def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     from factory.judging import judges
 
-    train, questions = _roles(inputs, ctx)
-    train_dir = ctx.upstream[train]["dir"]
-    adapter = adapter_dir(train_dir)
+    trained = ctx.upstream["adapter"]
+    adapter = adapter_dir(trained)
+    if not (adapter / "adapter_config.json").is_file():
+        raise DataError(
+            f"stages.{ctx.stage}.inputs.adapter: '{trained.name}' left no adapter in its artifacts "
+            "(adapter/adapter_config.json); the adapter role takes a train_dpo stage"
+        )
     base = options.base_model or json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    vectors = resolve_targets(options, train_dir)
-    qs = held_out(questions, options, ctx)
-    judge = judges.load(options.judge, ctx)
+    vectors = resolve_targets(options, trained)
+    qs = held_out(inputs["questions"], options, ctx)
     cache = Path(ctx.workdir) / "requests.sqlite" if ctx.workdir else None
-    try:
-        return evaluate(options, base, adapter, qs, vectors, judge, ctx.seed, cache, ctx.upstream[train]["fingerprint"])
-    finally:
-        judge.close()
+    answers, metrics = generate(options, base, adapter, qs, vectors, ctx.seed, cache, trained.fingerprint)
+    if isinstance(options.judge, judges.ClassifierJudgeOptions):
+        return score(options, answers, vectors, judges.load(options.judge), metrics)
+    with ctx.llm(options.judge.backend) as client:  # opened once the generating model is freed
+        return score(options, answers, vectors, judges.load(options.judge, client), metrics)
 
 
 def evaluate(
@@ -190,6 +216,21 @@ def evaluate(
 
     `questions`: {question_id, text}; `vectors`: target name -> [O, C, E, A, N]; `judge`: anything with `name` and
     `judge([(question, answer)]) -> [Judgement]`. The same requests (prompts and seeds) go to both models."""
+    answers, metrics = generate(options, base, adapter, questions, vectors, seed, cache_path, adapter_tag)
+    return score(options, answers, vectors, judge, metrics)
+
+
+def generate(
+    options: Options,
+    base: str,
+    adapter: Path,
+    questions: list[dict],
+    vectors: dict[str, list[float]],
+    seed: int,
+    cache_path: Path | None = None,
+    adapter_tag: str = "adapter",
+) -> tuple[list[dict], dict[str, float]]:
+    """(answers of the base model and of the adapter on it, metrics); the generating model is freed on return."""
     import torch
     from peft import PeftModel
 
@@ -229,7 +270,7 @@ def evaluate(
     del client, backend  # free the generating model before the judge runs (an LLM judge may be as large)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    answers, failures = [], []
+    answers = []
     for model, got in generated.items():
         for (name, q, s, item_seed), v in zip(items, got):
             metrics[f"tokens_out.{model}"] = metrics.get(f"tokens_out.{model}", 0.0) + v.tokens_out
@@ -237,6 +278,16 @@ def evaluate(
                             "question": q["text"], "sample": s, "model": model, "seed": item_seed,
                             "text": v.result.text, "finish_reason": v.result.finish_reason,
                             "completion_tokens": v.tokens_out, "reason": v.reason})  # fmt: skip
+    return answers, metrics
+
+
+def score(
+    options: Options, answers: list[dict], vectors: dict[str, list[float]], judge: Any, metrics: dict[str, float]
+) -> StageOutput:
+    """Judge every complete answer (`generate`'s), build the rows; cut answers and judge failures are failures."""
+    from factory.judging import targets as T
+
+    failures: list[dict] = []
     todo = [a for a in answers if a["reason"] is None]
     for a, j in zip(todo, judge.judge([(a["question"], a["text"]) for a in todo])):
         a["judgement"] = j
@@ -270,45 +321,11 @@ def evaluate(
 
 # --- schemas ----------------------------------------------------------------------------------------------------
 def features():
-    from datasets import Features, Value
-
-    return Features(
-        {
-            "target": Value("string"),
-            "question_id": Value("string"),
-            "sample": Value("int32"),
-            "model": Value("string"),
-            "trait": Value("string"),
-            "score": Value("float32"),
-            "target_score": Value("float32"),
-            "judge": Value("string"),
-        }
-    )
+    return OUTPUTS["data"].features()
 
 
 def answer_features():
-    from datasets import Features, List, Value
-
-    return Features(
-        {
-            "target": Value("string"),
-            "target_vector": List(Value("float32")),
-            "question_id": Value("string"),
-            "sample": Value("int32"),
-            "model": Value("string"),
-            "seed": Value("int64"),
-            "text": Value("string"),
-            "finish_reason": Value("string"),
-            "completion_tokens": Value("int32"),
-            "valid": Value("bool"),
-            "invalid_reason": Value("string"),
-            "scores": List(Value("float32")),
-            "rationale": Value("string"),
-            "similarity": Value("float32"),
-            "mae": Value("float32"),
-            "judge": Value("string"),
-        }
-    )
+    return OUTPUTS["answers"].features()
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:
@@ -328,9 +345,8 @@ def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Pat
 def judge_check(name: str | None, evaluated: set[str], options: Options, ctx: StageContext) -> tuple[str, list[str]]:
     """Compare this stage's judge and prompt with those of the pairs the adapter was trained on, and look for
     evaluated questions among the training pairs' (the held-out set must be held out)."""
-    train = next((n for n, up in ctx.upstream.items() if (adapter_dir(up["dir"]) / "adapter_config.json").is_file()),
-                 None)  # fmt: skip
-    found = pairs_stage(ctx.upstream[train]["dir"]) if train else None
+    trained = ctx.upstream.get("adapter")
+    found = pairs_stage(trained) if trained is not None else None
     if found is None:
         return "not checked: no preferences stage found through the train_dpo manifest", []
     pairs_judge = (found[1].get("summary") or {}).get("judge")
