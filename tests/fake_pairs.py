@@ -9,6 +9,21 @@ from types import SimpleNamespace
 from pydantic import Field
 
 from factory.options import StageOptions
+from factory.stage import Columns
+
+INPUTS: dict = {}  # a source stage
+COLUMNS = {
+    "question_id": "string",
+    "prompt": "any",
+    "chosen": "any",
+    "rejected": "any",
+    "split": "string",
+    "target": "string",
+    "target_vector": "list<float64>",
+    "chosen_score": "float64",
+    "rejected_score": "float64",
+    "margin": "float64",
+}
 
 SYSTEM = "You are simulating a personality-rich human response."
 TOPICS = ["money", "criticism", "risk", "trust", "conflict", "empathy", "meaning", "support"]
@@ -44,7 +59,13 @@ def run(options: Options, inputs: dict, ctx):
     return [{k: v for k, v in r.items() if k not in options.drop} for r in rows]
 
 
-stage = SimpleNamespace(Options=Options, run=run, VERSION=1, INPUTS=(0, 0), __doc__="fake preference pairs")
+def outputs(options: Options) -> dict[str, Columns]:
+    return {"data": Columns({k: t for k, t in COLUMNS.items() if k not in options.drop})}
+
+
+stage = SimpleNamespace(
+    Options=Options, run=run, VERSION=1, INPUTS=INPUTS, outputs=outputs, __doc__="fake preference pairs"
+)
 
 
 class JudgedOptions(StageOptions):
@@ -91,6 +112,17 @@ def judged_run(options: JudgedOptions, inputs: dict, ctx):
     return Dataset.from_list(rows, features=features())
 
 
+def judged_outputs(options: JudgedOptions) -> dict[str, Columns]:
+    from factory.stages.preferences import PAIRS
+
+    return {"data": PAIRS}
+
+
 judged = SimpleNamespace(
-    Options=JudgedOptions, run=judged_run, VERSION=1, INPUTS=(0, 0), __doc__="fake judged preference pairs"
+    Options=JudgedOptions,
+    run=judged_run,
+    VERSION=1,
+    INPUTS=INPUTS,
+    outputs=judged_outputs,
+    __doc__="fake judged preference pairs",
 )

@@ -143,3 +143,75 @@ def test_meta_personas_given_any_input_fails_at_load(write_recipe, inputs):
 def test_questions_given_any_input_fails_at_load(write_recipe, inputs):
     message = wiring_error(survey(write_recipe, f"  more: {{uses: questions, sets: [election], inputs: {inputs}}}\n"))
     assert message.startswith("stages.more.inputs") and "none" in message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the personality loop: preferences, review, train_dpo, trait_control (wired to the stages that really feed them)
+
+LOOP = """
+name: loop
+seed: 0
+backends:
+  small: {type: transformers, model: sshleifer/tiny-gpt2}
+stages:
+  people: {uses: meta_personas, geographies: [WY], n_per_geography: 4, bigfive: {mode: targets, targets: mbti_roles}}
+  election: {uses: questions, sets: [election]}
+  opinion: {uses: questions, sets: [opinionqa]}
+  personality: {uses: questions, sets: [personality]}
+  open_answers: {uses: answers, inputs: [people, personality], backend: small, styles: [meta, base]}
+  personas: {uses: personas, inputs: [people], backend: small}
+"""
+
+
+def loop(write_recipe, stages: str):
+    return write_recipe(LOOP + stages)
+
+
+def test_loop_stages_listed_in_any_order_are_matched_to_their_roles(write_recipe):
+    recipe = load_recipe(
+        loop(
+            write_recipe,
+            """
+  pairs: {uses: preferences, inputs: [personality, open_answers, people], judge: {backend: small}}
+  reviewed: {uses: review, inputs: [pairs]}
+  adapter: {uses: train_dpo, inputs: [reviewed]}
+  control: {uses: trait_control, inputs: [personality, adapter], judge: {backend: small}}
+""",
+        )
+    )
+    roles = {name: recipe.stages[name].roles for name in ("pairs", "reviewed", "adapter", "control")}
+    assert roles["pairs"] == {"answers": "open_answers", "people": "people", "questions": "personality"}
+    assert roles["reviewed"] == {"pairs": "pairs"}
+    assert roles["adapter"] == {"pairs": "reviewed"}
+    assert roles["control"] == {"adapter": "adapter", "questions": "personality"}
+
+
+def test_preferences_fed_two_question_stages_and_no_answers_fails_at_load(write_recipe):
+    message = wiring_error(
+        loop(
+            write_recipe, "  pairs: {uses: preferences, inputs: [election, opinion, people], judge: {backend: small}}\n"
+        )
+    )
+    assert (
+        message.startswith("stages.pairs.inputs.answers:") and "role 'answers'" in message and "'person_id'" in message
+    )
+
+
+def test_review_fed_answers_instead_of_pairs_fails_at_load(write_recipe):
+    message = wiring_error(loop(write_recipe, "  reviewed: {uses: review, inputs: [open_answers]}\n"))
+    assert message.startswith("stages.reviewed.inputs") and "role 'pairs'" in message and "'prompt'" in message
+
+
+def test_train_dpo_fed_questions_fails_at_load(write_recipe):
+    message = wiring_error(loop(write_recipe, "  adapter: {uses: train_dpo, inputs: {pairs: election}}\n"))
+    assert message.startswith("stages.adapter.inputs.pairs:") and "role 'pairs'" in message
+    assert "'election'" in message and "'prompt'" in message
+
+
+def test_trait_control_fed_personas_instead_of_an_adapter_fails_at_load(write_recipe):
+    message = wiring_error(
+        loop(
+            write_recipe, "  control: {uses: trait_control, inputs: [personas, personality], judge: {backend: small}}\n"
+        )
+    )
+    assert message.startswith("stages.control.inputs") and "role 'adapter'" in message and "'step'" in message

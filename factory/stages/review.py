@@ -1,6 +1,6 @@
 """Apply human review decisions from Argilla to preference pairs: majority vote, swaps, ties dropped, who reviewed what.
 
-Input (one): preference pairs (`preferences`, or any dataset with prompt / chosen / rejected).
+Input (role `pairs`): preference pairs (`preferences`, or any dataset with prompt / chosen / rejected).
 Output (one row per pair kept): every input column, unchanged except where the reviewers' majority preferred the
 judge's rejected response, plus
     pair_id (str: sha256 of prompt, chosen and rejected as the judge ordered them, first 16 hex digits; the Argilla
@@ -50,10 +50,44 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from factory.errors import DataError, StageError
 from factory.options import OptionalDataFile, StageOptions, operational
-from factory.stage import StageContext, StageOutput, rows_dataset
+from factory.stage import Columns, Needs, StageContext, StageOutput, rows_dataset
 
 VERSION = 1
-INPUTS = (1, 1)
+INPUTS = {"pairs": Needs("prompt", "chosen", "rejected", description="preference pairs (the preferences stage)")}
+ADDED = {
+    "pair_id": "string",
+    "review_status": "string",
+    "votes_chosen": "int32",
+    "votes_rejected": "int32",
+    "reviewers": "list<string>",
+    "rating": "float32",
+    "comments": "list<string>",
+}
+OUTPUTS = {
+    # every column of the pairs (their types are theirs), then the review's own
+    "data": Columns({"prompt": "any", "chosen": "any", "rejected": "any", **ADDED}, open=True),
+    "reviewers": Columns(
+        {
+            "reviewer": "string",
+            "responses": "int32",
+            "agreed_with_judge": "int32",
+            "with_majority": "int32",
+            "in_ties": "int32",
+            "mean_rating": "float32",
+        }
+    ),
+    "dropped": Columns(
+        {
+            "pair_id": "string",
+            "question_id": "string",
+            "target": "string",
+            "reason": "string",
+            "votes_chosen": "int32",
+            "votes_rejected": "int32",
+            "reviewers": "list<string>",
+        }
+    ),
+}
 PAIRED = (("chosen", "rejected"), ("chosen_score", "rejected_score"), ("chosen_vector", "rejected_vector"),
           ("chosen_person_id", "rejected_person_id"))  # fmt: skip
 
@@ -100,10 +134,7 @@ class Options(StageOptions):
 def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     from factory.review import records as R
 
-    (pairs,) = inputs.values()
-    missing = [c for c in ("prompt", "chosen", "rejected") if c not in pairs.column_names]
-    if missing:
-        raise DataError(f"stages.{ctx.stage}.inputs: the pairs lack {', '.join(missing)} (prompt, chosen, rejected)")
+    pairs = inputs["pairs"]
     path = options.responses.resolved if options.responses is not None else None
     decisions = R.read_decisions(path) if path is not None and path.is_file() else None
     if decisions is None and options.require_reviews:
@@ -171,8 +202,8 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     ]  # fmt: skip
     metrics = {"pairs": float(len(rows)), "responses": float(len(decisions or [])), "stale_responses": float(stale)}
     extras = {
-        "reviewers": rows_dataset(reviewer_rows, reviewer_features()),
-        "dropped": rows_dataset(dropped, dropped_features()),
+        "reviewers": rows_dataset(reviewer_rows, OUTPUTS["reviewers"]),
+        "dropped": rows_dataset(dropped, OUTPUTS["dropped"]),
     }
     return StageOutput(rows_dataset(out, features(pairs.features)), [], metrics, extras)
 
@@ -200,44 +231,22 @@ def _verdict(votes: list[dict], min_submitted: int) -> tuple[str, list[dict], li
 
 # --- schemas ----------------------------------------------------------------------------------------------------
 def features(pair_features: Any):
-    from datasets import Features, List, Value
-
-    added = {
-        "pair_id": Value("string"),
-        "review_status": Value("string"),
-        "votes_chosen": Value("int32"),
-        "votes_rejected": Value("int32"),
-        "reviewers": List(Value("string")),
-        "rating": Value("float32"),
-        "comments": List(Value("string")),
-    }
+    """The pairs' own features, then the review's columns."""
+    added = Columns(ADDED).features()
     clash = sorted(set(added) & set(pair_features))
     if clash:
         raise DataError(f"the pairs already have the column(s) {', '.join(clash)} (reviewed twice?)")
+    from datasets import Features
+
     return Features({**pair_features, **added})
 
 
 def reviewer_features():
-    from datasets import Features, Value
-
-    counts = {k: Value("int32") for k in ("responses", "agreed_with_judge", "with_majority", "in_ties")}
-    return Features({"reviewer": Value("string"), **counts, "mean_rating": Value("float32")})
+    return OUTPUTS["reviewers"].features()
 
 
 def dropped_features():
-    from datasets import Features, List, Value
-
-    return Features(
-        {
-            "pair_id": Value("string"),
-            "question_id": Value("string"),
-            "target": Value("string"),
-            "reason": Value("string"),
-            "votes_chosen": Value("int32"),
-            "votes_rejected": Value("int32"),
-            "reviewers": List(Value("string")),
-        }
-    )
+    return OUTPUTS["dropped"].features()
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:
