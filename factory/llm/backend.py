@@ -159,13 +159,3 @@ def load(config: Any, cache_path: Path | None = None) -> CachedBackend:
             raise FactoryError(f"unknown backend type '{config.type}'")
     cache = RequestCache(cache_path) if cache_path is not None else None
     return CachedBackend(_LOADED[key], cache)
-
-
-def for_stage(ctx: Any, name: str) -> CachedBackend:
-    """The recipe backend `name` for a stage, behind the stage's own request cache (`requests.sqlite` in its
-    work folder, so a resumed build replays what it already asked)."""
-    from factory import registry
-
-    raw = ctx.backends[name]
-    config = registry.backend(raw["type"]).model_validate(raw)
-    return load(config, Path(ctx.workdir) / "requests.sqlite" if ctx.workdir else None)
