@@ -17,10 +17,9 @@ from types import SimpleNamespace
 import pytest
 from datasets import Dataset, load_from_disk
 
-from factory.errors import DataError, StageError
+from factory.errors import RecipeError, StageError
 from factory.recipe import load_recipe
 from factory.runner import Runner
-from factory.stage import StageContext
 from factory.stages import train_dpo
 from factory.training.config import DPO_DEFAULTS, FIELDS_FILE
 
@@ -136,9 +135,8 @@ def test_trl_takes_the_pairs_as_they_are_with_one_bos(tmp_path, tiny_path, prefi
     model = tokenizer_variant(tiny_path, tmp_path, prefix, bos)
     pairs = Dataset.from_list(fake_pairs.run(fake_pairs.Options(), {}, None))
     options = train_dpo.Options(model=str(model), gradient_checkpointing=False, dpo={"max_steps": 1})
-    ctx = StageContext(recipe="t", stage="adapter", seed=1)
     args = dpo_config(options, tmp_path / "ckpt", 1, "cpu", "float32", "stages.adapter")
-    trainer = build_trainer(options, {"pairs": pairs}, ctx, args, "cpu", "float32")
+    trainer = build_trainer(options, pairs, args, "cpu", "float32", "stages.adapter")
 
     assert len(trainer.train_dataset) == 12 and len(trainer.eval_dataset) == 4
     row = trainer.train_dataset[0]
@@ -218,8 +216,8 @@ def test_crash_resumes_from_the_last_checkpoint_to_the_same_adapter(first, tmp_p
 def test_missing_columns_and_cpu_quantization_are_one_line_errors(tmp_path, tiny_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(recipe_text(tiny_path).replace("n_test: 4}", "n_test: 4, drop: [chosen]}"))
-    with pytest.raises(DataError, match=r"^stages.adapter.inputs: the pairs lack column\(s\) chosen"):
-        build(recipe, tmp_path / "runs")
+    with pytest.raises(RecipeError, match=r"^stages.adapter.inputs.pairs: .*'pairs', does not write column 'chosen'"):
+        load_recipe(recipe)
     recipe.write_text(recipe_text(tiny_path).replace("    save_steps: 1\n", "    load_in: 4bit\n"))
     with pytest.raises(StageError, match="^stages.adapter.load_in: 4bit quantization .* needs a CUDA GPU"):
         build(recipe, tmp_path / "runs")

@@ -1,6 +1,6 @@
 """Train a LoRA adapter on preference pairs with TRL's DPOTrainer; the reference is the base with the adapter off.
 
-Input: one preference-pair dataset in TRL's conversational preference format (the `preferences` stage):
+Input (role `pairs`): one preference-pair dataset in TRL's conversational preference format (the `preferences` stage):
     prompt (list of {role, content}: system + user), chosen and rejected (each [{role: assistant, content}]),
     split ('train' | 'test'; without it every pair trains). Other columns (target, scores, margin...) are ignored.
 Output (one row per logged step; eval rows at the end and wherever `dpo.eval_strategy` asks):
@@ -43,11 +43,17 @@ from pydantic import Field, field_validator
 
 from factory.errors import StageError
 from factory.options import StageOptions, operational
-from factory.stage import StageContext, StageOutput
+from factory.stage import Columns, Needs, StageContext, StageOutput
 from factory.training.config import DPO_DEFAULTS, LoraOptions, check_dpo
+from factory.training.dpo import LOG_COLUMNS
 
 VERSION = 1
-INPUTS = (1, 1)
+INPUTS = {"pairs": Needs("prompt", "chosen", "rejected", description="TRL preference pairs (preferences, review)")}
+OUTPUTS = {
+    # the training log: one row per logged step; further numbers TRL logs (other loss types) follow
+    "data": Columns({"split": "string", "step": "int32", "epoch": "float32", **dict.fromkeys(LOG_COLUMNS, "float64")},
+                    open=True),
+}  # fmt: skip
 
 
 class Options(StageOptions):
@@ -79,9 +85,21 @@ class Options(StageOptions):
 
 
 def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
-    from factory.training.dpo import train
+    from factory.training.dpo import input_identity, train
 
-    return train(options, inputs, ctx)
+    pairs = inputs["pairs"]
+    upstream = ctx.upstream.get("pairs")
+    identity = input_identity(pairs, upstream.fingerprint, upstream.content_hash) if upstream else None
+    data, metrics = train(
+        options,
+        pairs,
+        stage=ctx.stage,
+        seed=ctx.seed,
+        workdir=ctx.workdir,
+        cache_dir=ctx.cache_dir,
+        pairs_identity=identity,
+    )
+    return StageOutput(data, metrics=metrics)
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:

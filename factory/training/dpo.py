@@ -36,8 +36,6 @@ from typing import Any
 
 from factory.errors import DataError, StageError
 from factory.fingerprint import canonical_json, sha256_file
-from factory.stage import StageContext, StageOutput
-from factory.store import MARKER
 
 log = logging.getLogger(__name__)
 
@@ -223,21 +221,13 @@ def token_digest(dataset: Any) -> str:
     return h.hexdigest()
 
 
-def cache_root(ctx: StageContext) -> Path | None:
-    """`<runs>/<recipe>/.cache`: beside the stage folders, outside every fingerprint (workdir is
-    `<runs>/<recipe>/<stage>/<fingerprint>/work`)."""
-    return Path(ctx.workdir).parents[2] / ".cache" if ctx.workdir else None
-
-
-def input_identity(ctx: StageContext, name: str, pairs: Any) -> dict[str, Any]:
-    upstream = ctx.upstream.get(name)
-    if not upstream:
+def input_identity(pairs: Any, fingerprint: str | None = None, content_hash: str | None = None) -> dict[str, Any]:
+    """What the pairs are, for the cache key: the upstream stage's fingerprint and content hash (the content hash
+    guards against an upstream rebuilt to different rows under the same fingerprint); for pairs that come from no
+    stage, the in-memory dataset's own fingerprint."""
+    if not fingerprint:
         return {"dataset_fingerprint": getattr(pairs, "_fingerprint", None)}
-    try:  # the content hash guards against an upstream rebuilt to different rows under the same fingerprint
-        content = json.loads((Path(upstream["dir"]) / MARKER).read_text())["content_hash"]
-    except (OSError, ValueError, KeyError):
-        content = None
-    return {"fingerprint": upstream["fingerprint"], "content_hash": content}
+    return {"fingerprint": fingerprint, "content_hash": content_hash}
 
 
 @contextmanager
@@ -394,22 +384,30 @@ def lora_config(options: Any) -> Any:
     )
 
 
-def build_trainer(options: Any, inputs: dict, ctx: StageContext, args: Any, device: str, precision: str) -> Any:
-    """The DPO trainer on these pairs (reference log-probs precomputed or loaded from the cache)."""
+def build_trainer(
+    options: Any,
+    pairs: Any,
+    args: Any,
+    device: str,
+    precision: str,
+    where: str,
+    cache_dir: Path | None = None,
+    pairs_identity: dict[str, Any] | None = None,
+) -> Any:
+    """The DPO trainer on these pairs (reference log-probs precomputed, or loaded from `cache_dir/ref_logps` when a
+    cache folder is given; `pairs_identity` (`input_identity`) names the pairs in its key)."""
     import torch
     import trl
     from transformers.trainer_callback import PrinterCallback
 
-    where = f"stages.{ctx.stage}"
-    ((name, pairs),) = inputs.items()
     train_ds, eval_ds = pair_splits(pairs, options.eval_split, where)
     model, tokenizer, path, model_id = load_base(options, device, precision, where)
-    root = cache_root(ctx)
+    root = Path(cache_dir) if cache_dir is not None else None
     ref_cache = None
     if root is not None:
         payload = {
             "format": CACHE_FORMAT,
-            "pairs": input_identity(ctx, name, pairs),
+            "pairs": pairs_identity or input_identity(pairs),
             "model": model_id,
             "revision": options.revision,
             "weights": model_identity(path, options.revision, root / "sha256.json"),
@@ -457,24 +455,35 @@ def _quiet(quiet: bool):
             os.environ["TQDM_DISABLE"] = before
 
 
-def train(options: Any, inputs: dict, ctx: StageContext) -> StageOutput:
+def train(
+    options: Any,
+    pairs: Any,
+    *,
+    stage: str,
+    seed: int,
+    workdir: Path | None = None,
+    cache_dir: Path | None = None,
+    pairs_identity: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, float]]:
+    """Train on `pairs`; returns (the training log as a Dataset, metrics). `workdir` holds checkpoints and the
+    adapter (`workdir/adapter`); `cache_dir` the reference log-probs shared across builds (none: no cache)."""
     from datasets import Dataset
 
-    where = f"stages.{ctx.stage}"
-    workdir = Path(ctx.workdir) if ctx.workdir else Path(tempfile.mkdtemp(prefix="train_dpo-"))
+    where = f"stages.{stage}"
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="train_dpo-"))
     checkpoints, adapter = workdir / "checkpoints", workdir / "adapter"
     for stale in (adapter, adapter.with_name("adapter.tmp")):
         shutil.rmtree(stale, ignore_errors=True)
     device, precision = device_and_precision(options, where)
-    seed = ctx.seed % 2**31  # numpy seeds must fit 32 bits
+    seed = seed % 2**31  # numpy seeds must fit 32 bits
     args = dpo_config(options, checkpoints, seed, device, precision, where)  # bad dpo values fail before loading
-    trainer = build_trainer(options, inputs, ctx, args, device, precision)
+    trainer = build_trainer(options, pairs, args, device, precision, where, cache_dir, pairs_identity)
     bos = check_bos(trainer.train_dataset, trainer.processing_class, where)
 
     resume = last_checkpoint(checkpoints) if checkpoints.is_dir() else None
     tokens_before = 0
     if resume is not None:
-        log.info("%s: resuming from %s", ctx.stage, resume.name)
+        log.info("%s: resuming from %s", stage, resume.name)
         # TRL's running token count restarts at 0 in a new process; continue it so num_tokens stays cumulative
         tokens_before = trainer._total_train_tokens = tokens_logged(resume)
     started = time.perf_counter()
@@ -524,7 +533,7 @@ def train(options: Any, inputs: dict, ctx: StageContext) -> StageOutput:
     }
     save_adapter(trainer, adapter, {"summary": summary, "metrics": metrics})
     shutil.rmtree(checkpoints, ignore_errors=True)  # they only served crash recovery
-    return StageOutput(Dataset.from_list(rows, features=features), metrics=metrics)
+    return Dataset.from_list(rows, features=features), metrics
 
 
 def save_adapter(trainer: Any, adapter: Path, metrics: dict[str, Any]) -> None:
