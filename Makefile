@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint bench clean
+.PHONY: venv demo test test-ray test-all lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# the Ray executor's slower tests on a two-node local cluster (kills, replicas, byte equality); CI runs them too
+test-ray: venv
+	$(BIN)/python -m pytest -q -m ray tests/test_ray.py
 
 test-all: venv
 	$(BIN)/python -m pytest -q -m ''

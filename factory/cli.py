@@ -53,6 +53,12 @@ def main(verbose: int) -> None:
 @click.option("--force", multiple=True, help="rebuild this stage even if cached (repeatable)")
 @click.option("--dry-run", is_flag=True, help="show what would be built, build nothing")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    help="where batches run (default: the recipe's executor block, else local); never changes outputs",
+)
+@click.option("--address", help="Ray cluster: auto, ray://host:10001 or host:6379 (implies --executor ray)")
 @RUNS_DIR
 def build(
     recipe: Path,
@@ -62,16 +68,25 @@ def build(
     force: tuple[str, ...],
     dry_run: bool,
     no_progress: bool,
+    executor: str | None,
+    address: str | None,
     runs_dir: Path,
 ) -> None:
     """Build RECIPE's stages; OVERRIDES are key=value pairs (stages.questions.sample=20)."""
     from factory.progress import out, summary_table
     from factory.recipe import load_recipe
-    from factory.runner import Runner
+    from factory.runner import Runner, executor_for
 
     r = load_recipe(recipe, overrides)
-    runner = Runner(r, runs_dir=runs_dir, progress=not no_progress)
-    summaries = runner.build(only=list(only) or None, from_=from_, force=list(force) or None, dry_run=dry_run)
+    if address and executor == "local":
+        raise FactoryError("--address names a Ray cluster: use it with --executor ray")
+    chosen = executor_for(r, executor, address) if executor or address else None
+    runner = Runner(r, runs_dir=runs_dir, progress=not no_progress, executor=chosen)
+    try:
+        summaries = runner.build(only=list(only) or None, from_=from_, force=list(force) or None, dry_run=dry_run)
+    finally:
+        if chosen is not None and hasattr(chosen, "close"):
+            chosen.close()
     if dry_run:
         for s in summaries:
             out.print(f"{s.stage:<24} {s.fingerprint}  {s.status}")

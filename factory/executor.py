@@ -91,11 +91,12 @@ def normalize_output(result: Any) -> tuple[Any, list[dict], dict[str, float], di
     )
 
 
-def run_task(task: BatchTask) -> BatchResult:
+def run_task(task: BatchTask, inputs: dict[str, Any] | None = None) -> BatchResult:
+    """Run one batch; `inputs` (role -> dataset) when an executor shipped the data itself, else read from disk."""
     from factory import registry
 
     spec = registry.stage(task.uses)
-    inputs = load_inputs(task.inputs)
+    inputs = load_inputs(task.inputs) if inputs is None else inputs
     table, failures, metrics, extras = normalize_output(spec.run(task.options, inputs, task.ctx))
     for key, value in task.ctx.metrics.items():  # what the context counted (backend calls, cache hits)
         metrics[key] = metrics.get(key, 0.0) + value

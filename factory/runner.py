@@ -70,13 +70,32 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def executor_for(recipe: Recipe, kind: str | None = None, address: str | None = None) -> Executor:
+    """The executor a build runs on: `kind` / `address` (the command line) over the recipe's `executor:` block.
+    Operational only: outputs and fingerprints are the same on every executor."""
+    config = recipe.executor
+    kind = kind or ("ray" if address else config.type)
+    if kind == "local":
+        return LocalExecutor()
+    if kind != "ray":
+        raise FactoryError(f"--executor {kind}: unknown executor (local or ray)")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise FactoryError("the ray executor needs Ray: pip install 'persona-factory[ray]'") from None
+    from factory.ray_executor import RayExecutor
+
+    return RayExecutor(address=address, config=config)
+
+
 class Runner:
     def __init__(
         self, recipe: Recipe, runs_dir: str | Path = "runs", executor: Executor | None = None, progress: bool = True
     ):
         self.recipe = recipe
         self.runs_dir = Path(runs_dir)
-        self.executor = executor or LocalExecutor()
+        self._owns_executor = executor is None
+        self.executor = executor or executor_for(recipe)
         self.progress = progress
         self.fingerprints = recipe_fingerprints(recipe)
 
@@ -157,9 +176,13 @@ class Runner:
                 for s in visit
             ]
         summaries: list[StageSummary] = []
-        with progress_bars(self.progress) as bars:
-            for stage in visit:
-                summaries.append(self._build_stage(stage, stage in forced, bars))
+        try:
+            with progress_bars(self.progress) as bars:
+                for stage in visit:
+                    summaries.append(self._build_stage(stage, stage in forced, bars))
+        finally:
+            if self._owns_executor and hasattr(self.executor, "close"):
+                self.executor.close()
         return summaries
 
     def _build_stage(self, stage: str, forced: bool, bars: Any) -> StageSummary:
@@ -356,6 +379,7 @@ class Runner:
             "versions": library_versions(),
             "platform": platform.platform(),
             "executor": self.executor.name,
+            **({"cluster": self.executor.report()} if hasattr(self.executor, "report") else {}),
             "rows": dataset.num_rows,
             "outputs": {"data": dataset.num_rows, **{n: d.num_rows for n, d in extras.items()}},
             "summary": summary,

@@ -6,7 +6,7 @@ Floors, from the ground up (README, Layout); a module imports only from its own 
     2 domain     census/ questions/ llm/ answers/ personas/ judging/ training/ evaluate/ review/
     3 contract   stage, wiring, registry, recipe
     4 stages     stages/ (thin adapters: options in, domain calls, rows out)
-    5 runner     runner, executor, progress
+    5 runner     runner, executor, progress, ray_executor, ray_pool
     6 top        publish/ commands/ cli, __main__
 
 Besides: domain packages never import `store` (stages see finished inputs through `ctx.upstream`); no stage imports
@@ -26,7 +26,7 @@ FLOORS = {
     2: ["census", "questions", "llm", "answers", "personas", "judging", "training", "evaluate", "review"],
     3: ["stage", "wiring", "registry", "recipe"],
     4: ["stages"],
-    5: ["runner", "executor", "progress"],
+    5: ["runner", "executor", "progress", "ray_executor", "ray_pool"],
     6: ["publish", "commands", "cli", "__main__"],
 }
 DOMAIN = FLOORS[2]

@@ -67,7 +67,7 @@ class CachedBackend:
 
         def finished(j: int, result: GenerationResult) -> list[GenerationRequest]:
             key = sent[j]
-            if self.cache is not None:
+            if self.cache is not None and result.finish_reason != "error":  # an engine error may pass: ask again
                 self.cache.put_many({key: result.to_json()})
             more: list[int] = []
             for n, i in enumerate(waiting.pop(key)):

@@ -103,7 +103,9 @@ def run_jobs(client: Any, jobs: list[Job], max_retries: int = 2, truncation_ok: 
         tin, tout = spent.get(j, (0, 0))
         spent[j] = tin, tout = tin + result.prompt_tokens, tout + result.completion_tokens
         reason, value = None, None
-        if result.finish_reason == "length" and not truncation_ok:
+        if result.finish_reason == "error":  # the engine raised on this request (text: the error); others go on
+            reason = f"backend error: {result.text}"
+        elif result.finish_reason == "length" and not truncation_ok:
             reason = "truncated at max_tokens"
         else:
             try:

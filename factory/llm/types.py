@@ -88,7 +88,7 @@ class GenerationRequest:
 @dataclass
 class GenerationResult:
     text: str
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" | "error" (the engine raised on this request; `text` says why)
     prompt_tokens: int
     completion_tokens: int
     seconds: float = 0.0

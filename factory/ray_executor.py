@@ -1,0 +1,234 @@
+"""The Ray executor: a stage's batches as Ray tasks across a cluster, LLM stages on pools of engine replicas.
+
+    factory build recipe.yaml --executor ray                    # a Ray cluster started in this process
+    factory build recipe.yaml --executor ray --address auto     # the cluster this machine belongs to (`ray start`)
+    factory build recipe.yaml --executor ray --address ray://head:10001
+
+Batches of a stage that uses no backend run as Ray tasks (`num_cpus` / `num_gpus` per stage from the recipe's
+`executor:` block). Their inputs travel as data: the driver puts each input dataset's Arrow table into the object
+store once and the tasks read it from there; results come back the same way, and only the driver writes the runs
+folder, so the nodes need no shared filesystem. A task lost with its worker or node is re-run (`max_retries`), on
+another node if need be; an exception raised by the stage itself is not retried and fails the stage as it would
+locally (finished batches stay checkpointed by the runner).
+
+A stage that names backends runs its batches on the driver, a few at a time, and `ctx.llm(name)` hands out a
+client of the backend's replica pool (`factory.ray_pool`): the request cache stays on the driver, requests go to
+whichever replica is free. The executor records the cluster, the resources asked and per-replica counts; the
+runner puts them in the manifest. None of this enters a fingerprint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from factory.executor import BatchResult, BatchTask, load_input, run_task
+from factory.fingerprint import referenced_backends
+from factory.store import Upstream
+
+log = logging.getLogger(__name__)
+
+
+class ClusterError(RuntimeError):
+    """A batch was lost to the cluster (a worker or node gone) more times than `max_retries` allows."""
+
+
+@dataclass(frozen=True)
+class ShippedUpstream(Upstream):
+    """A finished input as a remote batch sees it: the manifest travels with it, read on the driver."""
+
+    snapshot: dict = field(default_factory=dict)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.snapshot
+
+
+def _dataset(table: Any) -> Any:
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+
+    return Dataset(InMemoryTable(table))  # features come back from the schema's metadata
+
+
+def _run_shipped(task: BatchTask, shipped: dict[str, Any]) -> BatchResult:
+    """A batch on a Ray worker: inputs from the object store, the result back through it."""
+    import datasets
+    import ray
+
+    datasets.disable_progress_bars()
+
+    def get(ref: Any) -> Any:
+        return _dataset(ray.get(ref))
+
+    inputs = {role: {n: get(r) for n, r in v.items()} if isinstance(v, dict) else get(v) for role, v in shipped.items()}
+    return run_task(task, inputs)
+
+
+def _ship_upstream(upstream: dict[str, Any]) -> dict[str, Any]:
+    def one(u: Any) -> Any:
+        return ShippedUpstream(u.name, u.fingerprint, u.path, u.manifest) if isinstance(u, Upstream) else u
+
+    return {r: {n: one(u) for n, u in v.items()} if isinstance(v, dict) else one(v) for r, v in upstream.items()}
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1].strip() if lines else ''}"[:300]
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, config: Any = None):
+        """`config`: the recipe's `executor:` block (`factory.recipe.ExecutorConfig`); `address` overrides its."""
+        from factory.recipe import ExecutorConfig
+
+        self.config = config or ExecutorConfig(type="ray")
+        self.address = address if address is not None else self.config.address
+        self.owned = False
+        self.last: dict[str, Any] = {}
+
+    # --- the cluster ----------------------------------------------------------------------------------------
+    def connect(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+        if self.address is None:
+            kwargs["include_dashboard"] = False
+        if os.environ.get("PYTHONPATH"):  # `module:attr` stage hooks must import on the workers too
+            kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}}
+        ray.init(address=self.address, **kwargs)
+        self.owned = True
+
+    def close(self) -> None:
+        import ray
+
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+        self.owned = False
+
+    def report(self) -> dict[str, Any]:
+        """What the last stage used: the cluster, the resources asked, per-replica counts (for the manifest)."""
+        return self.last
+
+    # --- Executor.map ---------------------------------------------------------------------------------------
+    def map(self, tasks: Any) -> Any:
+        import ray
+
+        tasks = list(tasks)
+        self.last = {}
+        if not tasks:
+            return
+        self.connect()
+        stage = tasks[0].ctx.stage
+        self.last = {
+            "address": self.address or "local",
+            "nodes": sum(1 for n in ray.nodes() if n.get("Alive")),
+            "cluster_resources": {k: v for k, v in ray.cluster_resources().items() if "node:" not in k},
+        }
+        names = referenced_backends(tasks[0].options)
+        if names:
+            yield from self._on_pools(stage, tasks, names)
+        else:
+            yield from self._as_tasks(stage, tasks)
+
+    def _as_tasks(self, stage: str, tasks: list[BatchTask]) -> Any:
+        import ray
+        from ray.exceptions import RayError, RayTaskError
+
+        wanted = self.config.stages.get(stage)
+        cpus, gpus = (wanted.num_cpus, wanted.num_gpus) if wanted else (1.0, 0.0)
+        self.last["stage_resources"] = {"num_cpus": cpus, "num_gpus": gpus, "tasks": len(tasks)}
+        refs: dict[str, Any] = {}
+
+        def put(path: str) -> Any:  # each input once, however many batches read it
+            if path not in refs:
+                refs[path] = ray.put(load_input(path).data.table)
+            return refs[path]
+
+        remote = ray.remote(_run_shipped).options(
+            num_cpus=cpus, num_gpus=gpus, max_retries=self.config.max_retries, retry_exceptions=False
+        )
+        pending: dict[Any, BatchTask] = {}
+        for task in tasks:
+            shipped = {
+                r: {n: put(p) for n, p in v.items()} if isinstance(v, dict) else put(v) for r, v in task.inputs.items()
+            }
+            task.ctx.upstream = _ship_upstream(task.ctx.upstream)
+            pending[remote.remote(task, shipped)] = task
+        error: BaseException | None = None
+        try:
+            while pending:  # every batch still running finishes (and is checkpointed) even after one has failed
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    task = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except RayTaskError as exc:  # the stage raised: as a local build would
+                        cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+                        error = error or cause
+                        continue
+                    except RayError as exc:
+                        error = error or ClusterError(
+                            f"batch {task.ctx.batch_index} lost after {self.config.max_retries} retries "
+                            f"({_one_line(exc)})"
+                        )
+                        continue
+                    yield result
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+        if error is not None:
+            raise error
+
+    def _on_pools(self, stage: str, tasks: list[BatchTask], names: list[str]) -> Any:
+        from factory.ray_pool import Pool
+
+        pools: dict[str, Pool] = {}
+        try:
+            for name in dict.fromkeys(names):
+                config = tasks[0].ctx.backends[name]
+                wanted = self.config.backends.get(name)
+                gpus = wanted.num_gpus if wanted and wanted.num_gpus is not None else None
+                if gpus is None:
+                    gpus = float(getattr(config, "tensor_parallel_size", 0)) if config.type == "vllm" else 0.0
+                pools[name] = Pool(
+                    name,
+                    config,
+                    replicas=wanted.replicas if wanted else 1,
+                    num_cpus=wanted.num_cpus if wanted else 1.0,
+                    num_gpus=gpus,
+                    max_retries=self.config.max_retries,
+                )
+            for task in tasks:
+                task.ctx.llm_pools = pools
+            # a few batches at once keep every replica busy across batch boundaries (their stage code is light)
+            width = sum(len(p.actors) for p in pools.values()) + 1
+            error: BaseException | None = None
+            with ThreadPoolExecutor(max_workers=width, thread_name_prefix=f"{stage}-batch") as threads:
+                futures = {threads.submit(run_task, task) for task in tasks}
+                try:
+                    while futures:
+                        done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            if future.cancelled():
+                                continue
+                            if future.exception() is not None:
+                                error = error or future.exception()
+                                for f in futures:
+                                    f.cancel()
+                            else:
+                                yield future.result()
+                finally:
+                    for f in futures:
+                        f.cancel()
+            if error is not None:
+                raise error
+        finally:
+            self.last["pools"] = {name: pool.close() for name, pool in pools.items()}
