@@ -25,7 +25,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from factory.errors import RecipeError, did_you_mean
 from factory.options import OptionBlock, operational
 
-BUILTIN = Path(__file__).resolve().parents[1] / "push_profiles"
+BUILTIN = Path(__file__).resolve().parent / "push_profiles"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?B)?\s*$", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}
 

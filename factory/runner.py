@@ -299,7 +299,9 @@ class Runner:
         for index, batch in enumerate(plan):
             if index in done:
                 continue
-            task_ctx = StageContext(**{**ctx.__dict__, "batch": batch, "batch_index": index, "num_batches": len(plan)})
+            task_ctx = StageContext(
+                **{**ctx.__dict__, "batch": batch, "batch_index": index, "num_batches": len(plan), "metrics": {}}
+            )  # each batch counts its own metrics (a shared dict would add earlier batches' counts again)
             tasks.append(BatchTask(entry.uses, entry.options, input_paths, task_ctx))
         bar = BatchProgress(bars, stage, len(plan), len(done), done_rows)
         try:

@@ -34,6 +34,8 @@ def assign_roles(
     """role -> input(s). `written` is the recipe's `inputs:` (a list, or a role mapping); `declared` holds each
     input's declared `data` columns (None: not known before it is fetched)."""
     where = f"stages.{stage}.inputs"
+    if not roles and written:
+        raise RecipeError(where, f"takes no inputs (a source stage), got {len(written)}")
     if isinstance(written, dict):
         chosen: Wiring = {}
         for role, value in written.items():
@@ -126,8 +128,11 @@ def _names(roles: dict[str, Needs]) -> str:
     return ", ".join(roles) or "none"
 
 
-def _cols(needs: Needs) -> str:
-    return ", ".join(needs.columns) if needs.columns else "no particular column"
+def _cols(needs: Needs, shown: int = 6) -> str:
+    if not needs.columns:
+        return "no particular column"
+    more = len(needs.columns) - shown
+    return ", ".join(needs.columns[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def sources(wiring: Wiring) -> list[tuple[str, str]]:

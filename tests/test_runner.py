@@ -46,7 +46,7 @@ def test_build_then_everything_is_cached(recipe, tmp_path):
     store = runner.store("a")
     assert store.is_complete() and not store.partial_dir.exists()
     manifest = store.manifest()
-    assert manifest["rows"] == 30 and manifest["batches"] == 5 and manifest["metrics"] == {"calls": 5.0}
+    assert manifest["rows"] == 30 and manifest["batches"] == 5 and manifest["metrics"] == {"calls": 5.0, "counted": 5.0}
     assert manifest["seed"]["recipe"] == 3 and "datasets" in manifest["versions"]
     assert runner.store("b").manifest()["inputs"]["a"]["content_hash"] == store.marker()["content_hash"]
     ds = load_from_disk(str(store.data_dir))

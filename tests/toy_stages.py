@@ -50,6 +50,7 @@ def counter_run(options: CounterOptions, inputs, ctx):
             continue
         rows.append({"row": i, "value": value})
     time.sleep(options.sleep_s)
+    ctx.count("counted")  # through the context, as ctx.llm counts backend calls: once per batch, never twice
     features = Features({"row": Value("int64"), "value": Value("float64")})
     return StageOutput(Dataset.from_list(rows, features=features), failures, {"calls": 1})
 
