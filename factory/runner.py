@@ -53,7 +53,7 @@ LIBRARIES = (
 class StageStatus:
     stage: str
     fingerprint: str
-    state: str  # cached | stale | partial | missing
+    state: str  # cached | stale | damaged | partial | missing
     batches_done: int = 0
     batches_total: int = 0
     rows: int | None = None
@@ -98,6 +98,7 @@ class Runner:
         self.executor = executor or executor_for(recipe)
         self.progress = progress
         self.fingerprints = recipe_fingerprints(recipe)
+        self._verified: dict[str, tuple[int | None, str | None]] = {}  # stage -> (marker mtime, damage)
 
     def store(self, stage: str) -> StageStore:
         return StageStore(self.runs_dir, self.recipe.name, stage, self.fingerprints[stage])
@@ -107,6 +108,9 @@ class Runner:
         store = self.store(stage)
         fp = self.fingerprints[stage]
         if store.is_complete():
+            damage = self._damage(stage, store)
+            if damage:
+                return StageStatus(stage, fp, "damaged", detail=damage)
             marker = store.marker()
             changed = self._changed_inputs(stage, store)
             if changed:
@@ -120,6 +124,16 @@ class Runner:
             return StageStatus(stage, fp, "partial", done, len(plan), detail=f"{done}/{len(plan)} batches done")
         return StageStatus(stage, fp, "missing")
 
+    def _damage(self, stage: str, store: StageStore) -> str | None:
+        """Why a finished output cannot be reused (checked once per runner: its bytes are hashed), or None."""
+        try:
+            stamp = store.marker_path.stat().st_mtime_ns
+        except OSError:
+            return "its completion marker vanished"
+        if self._verified.get(stage, (None,))[0] != stamp:
+            self._verified[stage] = (stamp, store.damage())
+        return self._verified[stage][1]
+
     def _changed_inputs(self, stage: str, store: StageStore) -> list[str]:
         recorded = store.manifest().get("inputs", {})
         changed = []
@@ -127,7 +141,9 @@ class Runner:
             upstream = self.store(name)
             if not upstream.is_complete():
                 continue
-            if recorded.get(name, {}).get("content_hash") != upstream.marker()["content_hash"]:
+            if self._damage(name, upstream) or recorded.get(name, {}).get("content_hash") != upstream.marker().get(
+                "content_hash"
+            ):
                 changed.append(name)
         return changed
 
@@ -151,7 +167,7 @@ class Runner:
             visit = [s for s in self.recipe.order if s in set(only)]
             for s in visit:
                 for inp in self.recipe.upstream(s):
-                    if inp not in visit and not self.store(inp).is_complete():
+                    if inp not in visit and self.status(inp).state not in ("cached", "stale"):
                         raise RecipeError(
                             f"stages.{s}.inputs",
                             f"--only {s} needs '{inp}' built first (build it, or add --only {inp})",
@@ -186,19 +202,12 @@ class Runner:
         return summaries
 
     def _build_stage(self, stage: str, forced: bool, bars: Any) -> StageSummary:
-        store = self.store(stage)
-        status = self.status(stage)
-        if status.state == "cached" and not forced:
-            marker = store.marker()
-            return StageSummary(stage, store.fingerprint, marker["rows"], marker["failures"], 0.0, "cached")
-        if status.state in ("cached", "stale"):
-            log.info("%s: recomputing (%s)", stage, "forced" if forced else status.detail)
-            store.invalidate()
-        elif forced and status.state == "partial":
-            store.invalidate()
-        store.dir.mkdir(parents=True, exist_ok=True)
         from filelock import FileLock, Timeout
 
+        store = self.store(stage)
+        store.dir.mkdir(parents=True, exist_ok=True)
+        # the lock comes before anything is invalidated: a second build (--force, --from) must never delete the
+        # checkpoints of a build that is still writing them
         lock = FileLock(str(store.dir / ".lock"))
         try:
             lock.acquire(timeout=0)
@@ -207,6 +216,15 @@ class Runner:
                 f"stages.{stage}: another build is writing {store.dir}; wait for it or stop it"
             ) from None
         try:
+            status = self.status(stage)
+            if status.state == "cached" and not forced:
+                marker = store.marker()
+                return StageSummary(stage, store.fingerprint, marker["rows"], marker["failures"], 0.0, "cached")
+            if status.state in ("cached", "stale", "damaged"):
+                log.info("%s: recomputing (%s)", stage, "forced" if forced else f"{status.state}: {status.detail}")
+                store.invalidate()
+            elif forced and status.state == "partial":
+                store.invalidate()
             return self._run_stage(stage, store, bars)
         finally:
             lock.release()
@@ -264,6 +282,9 @@ class Runner:
         for name in entry.stage_inputs():
             if not self.store(name).is_complete():
                 raise StageError(f"stages.{stage}.inputs: '{name}' has not been built")
+            damage = self._damage(name, self.store(name))
+            if damage:
+                raise StageError(f"stages.{stage}.inputs: '{name}' is damaged: {damage}; rebuild it (--force {name})")
         def data(n: str) -> str:
             return str(self._hub_data(entry.hub[n]) if n in entry.hub else self.store(n).data_dir)
 

@@ -54,10 +54,32 @@ class StageStore:
         return self.marker_path.is_file()
 
     def marker(self) -> dict[str, Any]:
-        return json.loads(self.marker_path.read_text())
+        return _read_json(self.marker_path)
 
     def manifest(self) -> dict[str, Any]:
-        return json.loads(self.manifest_path.read_text())
+        return _read_json(self.manifest_path)
+
+    def damage(self, full: bool = True) -> str | None:
+        """Why a finished output cannot be trusted (one line), or None. Checks the marker and manifest parse, the
+        data folder is there with the files and sizes the marker recorded, and (`full`) that its bytes still hash
+        to the marker's content hash, so a truncated, deleted or edited output is rebuilt, never reused."""
+        try:
+            marker = self.marker()
+            self.manifest()
+            expected = marker["content_hash"], int(marker["rows"]), int(marker["failures"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"its marker or manifest is unreadable ({type(exc).__name__})"
+        if not self.data_dir.is_dir():
+            return "its data/ folder is missing"
+        files = marker.get("files")
+        if isinstance(files, dict):
+            for name, size in files.items():
+                path = self.data_dir / name
+                if not path.is_file() or path.stat().st_size != size:
+                    return f"data/{name} is missing or changed size"
+        if full and content_hash(self.data_dir) != expected[0]:
+            return "data/ no longer matches the content hash its marker recorded"
+        return None
 
     def invalidate(self) -> None:
         """Forget a finished output (its marker goes first, so a crash midway leaves it 'not finished')."""
@@ -66,8 +88,14 @@ class StageStore:
 
     # --- batches ----------------------------------------------------------------------------------------------
     def load_plan(self) -> list[Any] | None:
+        """The saved batch plan; None when there is none or it is unreadable (the stage plans again: a plan is
+        a pure function of its options and inputs, so the finished batches still fit it)."""
         path = self.partial_dir / "plan.json"
-        return json.loads(path.read_text())["batches"] if path.is_file() else None
+        try:
+            batches = json.loads(path.read_text())["batches"] if path.is_file() else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return batches if isinstance(batches, list) else None
 
     def save_plan(self, batches: list[Any]) -> None:
         self.partial_dir.mkdir(parents=True, exist_ok=True)
@@ -77,9 +105,20 @@ class StageStore:
         return self.partial_dir / f"batch-{index:06d}"
 
     def done_batches(self) -> set[int]:
+        """Indices of the batch checkpoints that are whole; a damaged one (truncated, unreadable) is removed, so it
+        runs again instead of wedging the stage."""
         if not self.partial_dir.is_dir():
             return set()
-        return {int(p.name.split("-")[1]) for p in self.partial_dir.glob("batch-*") if not p.name.endswith(".tmp")}
+        done = set()
+        for p in self.partial_dir.glob("batch-*"):
+            index = p.name.removeprefix("batch-")
+            if not index.isdigit() or not p.is_dir():
+                continue
+            if _batch_ok(p):
+                done.add(int(index))
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+        return done
 
     def save_batch(
         self,
@@ -108,7 +147,7 @@ class StageStore:
         return _read_arrow(d / "rows.arrow"), failures, self.batch_meta(index)
 
     def batch_meta(self, index: int) -> dict[str, Any]:
-        return json.loads((self.batch_dir(index) / "meta.json").read_text())
+        return _read_json(self.batch_dir(index) / "meta.json")
 
     def load_batch_extras(self, index: int) -> dict[str, Any]:
         d = self.batch_dir(index)
@@ -135,6 +174,7 @@ class StageStore:
             "content_hash": content_hash(self.data_dir),
             "rows": manifest["rows"],
             "failures": manifest["failures"],
+            "files": {p.relative_to(self.data_dir).as_posix(): p.stat().st_size for p in _files(self.data_dir)},
         }
         manifest = {**manifest, "content_hash": marker["content_hash"]}
         write_json_atomic(self.manifest_path, manifest)
@@ -157,10 +197,42 @@ def _read_arrow(path: Path) -> Any:
         return pa.ipc.open_file(source).read_all()
 
 
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    obj = json.loads(path.read_text())
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return obj
+
+
+def _batch_ok(folder: Path) -> bool:
+    """A checkpoint is whole when its metadata parses, its failures are JSON lines and its Arrow file opens."""
+    import pyarrow as pa
+
+    try:
+        meta = _read_json(folder / "meta.json")
+        int(meta["rows"])
+        for line in (folder / "failures.jsonl").read_text().split("\n"):
+            if line:
+                json.loads(line)
+        with pa.memory_map(str(folder / "rows.arrow")) as source:
+            reader = pa.ipc.open_file(source)
+            rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+        for extra in folder.glob("extra-*.arrow"):
+            with pa.memory_map(str(extra)) as source:
+                pa.ipc.open_file(source)
+        return rows == int(meta["rows"])
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+        return False
+
+
 def content_hash(folder: Path) -> str:
     """sha256 over a saved dataset's files (names and bytes), to tell whether an output really changed."""
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in _files(folder):
         h.update(path.relative_to(folder).as_posix().encode() + b"\0")
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -54,7 +54,7 @@ def _pairs(runner: Any, stage: str) -> Any:
         return load_from_disk(str(runner._hub_data(entry.hub[name])))
     status = runner.status(name)
     if status.state != "cached":
-        why = "is not built" if status.state in ("missing", "partial") else f"is stale ({status.detail})"
+        why = "is not built" if status.state in ("missing", "partial") else f"is {status.state} ({status.detail})"
         raise FactoryError(
             f"review: the pairs stage '{name}' {why}; run `factory build {recipe.path} --only {name}` first"
         )

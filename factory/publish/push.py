@@ -58,7 +58,7 @@ def publish_recipe(
         if status.state == "cached":
             built[s] = Built(s, runner.store(s).view())
         elif s in stages:
-            why = "is not built" if status.state in ("missing", "partial") else f"is stale ({status.detail})"
+            why = "is not built" if status.state in ("missing", "partial") else f"is {status.state} ({status.detail})"
             raise FactoryError(f"publish: stage '{s}' {why}; run `factory build {recipe.path}` first")
     plans = plan_repos(recipe, built, stages, settings.layout, settings.repo)
     ctx = Context(recipe, prof, target, built, {})
