@@ -21,7 +21,9 @@ from factory.census.acs2018_core import (  # noqa: F401 (re-exported: acs2023, t
     hispanic_race,
     ident,
 )
+from factory.census.acs2018_race import core_race_margins
 from factory.census.acs2018_tables import (  # noqa: F401
+    DETAILED,
     IND_ROWS,
     LABEL_CONTRACT,
     NAME,
@@ -55,7 +57,7 @@ def geo_spec(geo: str, min_age: int = 18, max_age: int = vocab.MAX_AGE, root: st
 
         raise DataError(f"{NAME}: unknown geography '{geo}'{did_you_mean(geo, list(geos.index))}")
     g = _Geo(geo, root)
-    margins = core_margins(g)
+    margins = core_margins(g) + core_race_margins(g)
     blks, derived = blocks(g)
     row = geos.loc[geo]
     spec = GeoSpec(

@@ -11,6 +11,7 @@ import numpy as np
 
 from factory.census import vocab
 from factory.census.acs2018_core import age_map, ident
+from factory.census.acs2018_race import veteran_race_margins
 from factory.census.acs2018_tables import IND_ROWS, OCC_ROWS, _Geo
 from factory.census.ipf import Margin
 from factory.census.model import Block
@@ -117,17 +118,18 @@ def blocks(g: _Geo) -> tuple[list[Block], dict[str, list[tuple[int, int]]]]:
         )
     )
 
-    # veteran | age band, sex, employment (S2101: civilians 18+; active duty are not counted as veterans)
+    # veteran | age band, sex, employment, race/ethnicity, education (S2101: civilians 18+; active duty are not
+    # counted as veterans)
     vet_age = np.stack([g.s("S2101", c, range(9, 14)) for c in (3, 5)], axis=-1)
     vet_sex = np.stack([g.s("S2101", c, [7, 8]) for c in (3, 5)], axis=-1)
-    seed = np.ones((len(vocab.AGE), 2, 4, 2))
-    seed[:, :, 2, 0] = 0
+    seed = np.ones((len(vocab.AGE), 2, 4, len(vocab.RACE_ETHNICITY), len(vocab.EDUCATION), 2))
+    seed[:, :, 2, :, :, 0] = 0
     civ = np.array([0, 0, -1, 0])
     out.append(
         Block(
             "veteran",
             list(vocab.VETERAN),
-            ["age_band", "sex", "employment_status"],
+            ["age_band", "sex", "employment_status", "race_ethnicity", "education"],
             [
                 Margin(
                     "S2101 veteran x age",
@@ -147,9 +149,10 @@ def blocks(g: _Geo) -> tuple[list[Block], dict[str, list[tuple[int, int]]]]:
                     vet_sex[:, None, :],
                     given=("sex", "employment_status"),
                 ),
+                *veteran_race_margins(g),
             ],
             seed,
-            note="S2101 crosses veteran status with age and with sex, not both",
+            note="S2101 crosses veteran status with age, with sex, with race/ethnicity and with education, each alone",
         )
     )
 

@@ -65,30 +65,7 @@ def core_margins(g: _Geo) -> list[Margin]:
         )
     )
 
-    # race/ethnicity of the 16+ (S2301 population rows; "race alone" includes Hispanics, so the non-Hispanic part
-    # is taken in the state's DP05 ratio); suppressed rows fall back to DP05 shares of all ages
-    alone16 = g.s("S2301", 1, range(12, 19))  # White, Black, AIAN, Asian, NHPI, SOR, Two+
-    hisp16, wnh16 = g.e("S2301", "S2301_C01_019E"), g.e("S2301", "S2301_C01_020E")
-    dp_alone = g.dp("DP05", [37, 38, 39, 44, 52, 57, 35])
-    dp_nh = g.dp("DP05", range(77, 84))
-    ratio = np.divide(dp_nh, dp_alone, out=np.zeros(7), where=dp_alone > 0)
-    nh16 = alone16 * ratio
-    nh16[0] = wnh16
-    dp_share = np.r_[g.e("DP05", "DP05_0071E"), dp_nh]
-    race = np.r_[hisp16, nh16]
-    if np.isnan(race).any() or race.sum() <= 0:
-        g.skipped.append("S2301 race of the 16+ (suppressed cells): DP05 all-ages race shares used instead")
-        race = dp_share
-    out.append(
-        Margin(
-            "S2301/DP05 race and Hispanic origin (16+)",
-            ("race_ethnicity",),
-            {"race_ethnicity": ident("race_ethnicity")},
-            race,
-        )
-    )
-
-    # education (S1501): 18-24 by sex (4 levels), 25+ by sex (7), 25+ age bands by sex (3), race by sex (3, 25+)
+    # education (S1501): 18-24 by sex (4 levels), 25+ by sex (7), 25+ age bands by sex (3); by race: acs2018_race
     e1824 = np.stack([g.s("S1501", c, range(2, 6)) for c in (3, 5)])[None]
     out.append(
         Margin(
@@ -125,28 +102,6 @@ def core_margins(g: _Geo) -> list[Margin]:
             given=("age_band", "sex"),
         )
     )
-    race_edu = []
-    for row in (31, 52):  # White alone not Hispanic, Hispanic
-        per_sex = []
-        for c in (3, 5):
-            pop, hs, ba = g.s("S1501", c, [row, row + 1, row + 2])
-            per_sex.append([pop - hs, hs - ba, ba])
-        race_edu.append(per_sex)
-    race_edu = np.array(race_edu)
-    if np.isnan(race_edu).any():
-        g.skipped.append("S1501 education x race (suppressed cells)")
-    else:
-        rmap = np.full(8, -1)
-        rmap[1], rmap[0] = 0, 1  # White (non-Hispanic) -> 0, Hispanic -> 1
-        out.append(
-            Margin(
-                "S1501 education x race x sex (25+; White non-Hispanic, Hispanic)",
-                ("age_band", "race_ethnicity", "sex", "education"),
-                {"age_band": age_map([(25, 99)]), "race_ethnicity": rmap, "sex": ident("sex"), "education": EDU3},
-                race_edu[None],
-                given=("age_band", "race_ethnicity", "sex"),
-            )
-        )
 
     # marital status x age x sex (S1201 row percents x band totals); 15-19 shares stand for 18-19
     groups = [(15, 19), (20, 34), (35, 44), (45, 54), (55, 64), (65, 99)]

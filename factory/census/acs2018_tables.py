@@ -35,6 +35,16 @@ TABLES = [
 ]
 NAME = "ACS 2018 1-year"
 
+# Detailed tables by race that a fetched folder may add (`factory census fetch` asks for them; the package ships
+# none): sex by age (B01001A-I) and sex by education, 25+ (C15002A-I). Iterations A-G are the race-alone groups
+# in vocab.RACE order, H White alone not Hispanic, I Hispanic or Latino.
+RACE_ITERATIONS = "ABCDEFGHI"
+DETAILED = [f"B01001{s}" for s in RACE_ITERATIONS] + [f"C15002{s}" for s in RACE_ITERATIONS]
+DETAILED_CONTRACT = {  # checked when the table is read, as LABEL_CONTRACT is for the rest
+    "B01001": {"_006E": "15 to 17 years", "_007E": "18 and 19 years", "_016E": "85 years and over", "_022E": "18 and"},
+    "C15002": {"_003E": "Less than high school", "_006E": "Bachelor's degree or higher", "_011E": "Bachelor's"},
+}
+
 # Census category order -> vocabulary order, and the variable rows behind each category
 OCC_ROWS = [4, 5, 7, 8, 9, 11, 12, 13, 14, 16, 17, 19, 21, 22, 23, 24, 25, 27, 28, 30, 31, 32, 34, 35, 36]
 IND_ROWS = [3, 4, 5, 6, 7, 8, 10, 11, 12, 14, 15, 17, 18, 19, 21, 22, 24, 25, 26, 27]
@@ -112,13 +122,31 @@ def labels(root: str | None = None) -> dict[str, str]:
     return out
 
 
+def _find(name: str, root: str) -> list[Path]:
+    return sorted(Path(root).glob(f"*_{name}.csv*"))
+
+
+@cache
+def available(name: str, root: str | None = None) -> bool:
+    """Whether the tables (shipped, or the folder `root`) include `name`; the detailed tables are optional."""
+    if root is None:
+        return name in TABLES
+    return bool(_find(name, root))
+
+
 @cache
 def table(name: str, root: str | None = None) -> ApiTable:
     names = labels(root)  # first: a folder of another layout is refused before anything is read from it
+    for var, expected in DETAILED_CONTRACT.get(name[:6], {}).items() if name in DETAILED else ():
+        if expected not in names.get(name + var, ""):
+            raise DataError(
+                f"{root}: variable {name + var} is labelled '{names.get(name + var, '(missing)')}', expected "
+                f"'...{expected}...' (a detailed table of another layout)"
+            )
     if root is None:
         path = data_path("census", "acs2018_1yr_state", f"acs2018_1yr_state_{name}.csv.gz")
     else:
-        found = sorted(Path(root).glob(f"*_{name}.csv*"))
+        found = _find(name, root)
         if not found:
             raise DataError(f"{root}: no table {name} (a file named *_{name}.csv)")
         path = found[0]
@@ -156,3 +184,11 @@ class _Geo:
 
     def dp(self, tbl: str, rows: list[int] | range) -> np.ndarray:
         return self.table(tbl).estimates(self.geo, [f"{tbl}_{r:04d}E" for r in rows])
+
+    def b(self, tbl: str, rows: list[int] | range) -> np.ndarray:
+        """Detailed-table estimates (`B01001A_007E`)."""
+        return self.table(tbl).estimates(self.geo, [f"{tbl}_{r:03d}E" for r in rows])
+
+    def has(self, *tables: str) -> bool:
+        """Whether every one of `tables` is available and has this geography."""
+        return all(available(t, self.root) and self.table(t).has(self.geo) for t in tables)

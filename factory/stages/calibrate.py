@@ -75,7 +75,7 @@ from factory.stages.meta_personas import BigFiveOptions
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # 2: re-draws from the census joint with its crosstabs by race (meta_personas 2)
 INPUTS = (1, 1)
 PROMPTS = ["calibrate/system.jinja", "calibrate/judge.jinja"]
 VERDICTS = ["plausible", "implausible"]

@@ -9,7 +9,8 @@ Output (one row per person; categoricals are `ClassLabel`s whose names are the c
     openness, conscientiousness, extraversion, agreeableness, neuroticism (float32, 0-1)
   `mode: paper` instead writes the persona-catch study's meta persona: person_id, STATE, AGE, SEX, RACE, weight.
 Extra output `fidelity` (one row per geography x census table used): tvd, max_abs_error, tvd_oneway, fit_tvd;
-plots in artifacts/fidelity.png.
+plots in artifacts/fidelity.png. Extra output `constraints` (one row per geography x pair of core attributes):
+geography, attributes ('age_band x race_ethnicity'), tables (the tables crossing the two; empty: an assumption).
 
 Example:
     stages:
@@ -37,7 +38,7 @@ from factory.errors import DataError, did_you_mean
 from factory.options import DataDir, DataFile, Options, StageOptions
 from factory.stage import StageContext, StageOutput
 
-VERSION = 1
+VERSION = 2  # 2: education, employment, marital status and veteran status by race; veteran by education
 INPUTS = (0, 0)
 
 TARGET_PRESETS = {
@@ -185,7 +186,7 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     report = fidelity.report(spec, codes, fitted.fit_errors)
     metrics = {f"rule_violations.{k}": v for k, v in persons.rule_checks(codes).items()}
     metrics["persons"] = n
-    return StageOutput(data, metrics=metrics, extras={"fidelity": report})
+    return StageOutput(data, metrics=metrics, extras={"fidelity": report, "constraints": fidelity.constraints(spec)})
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts) -> dict:
@@ -204,4 +205,4 @@ def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts) -> 
             "Big Five: conditional multivariate normal on age, sex and US birth, fitted on 245,850 IPIP-NEO "
             "internet respondents (a young, self-selected sample), clipped to [0, 1]."
         )
-    return fidelity_summary(outputs["fidelity"], artifacts, notes)
+    return fidelity_summary(outputs["fidelity"], artifacts, notes, outputs.get("constraints"))
