@@ -20,6 +20,24 @@ SOURCES = {
 }
 
 
+# Pairs of core attributes that no shipped ACS 2018 table crosses (`model.unconstrained_pairs`; tested against the
+# fit): their joint is an assumption of the fit. acs2023 and tidy fits are seeded by ACS 2018 and inherit them;
+# a census folder with B01001A-I (`factory census fetch`) constrains age x race/ethnicity and sex x race/ethnicity.
+ASSUMED_PAIRS = [
+    ("age_band", "race_ethnicity"),
+    ("sex", "nativity"),
+    ("race_ethnicity", "nativity"),
+    ("education", "marital_status"),
+    ("marital_status", "employment_status"),
+]
+ASSUMED_WITHOUT_S0501 = [  # and in the 8 states whose S0501 nativity crosses are not published
+    ("age_band", "nativity"),
+    ("education", "nativity"),
+    ("marital_status", "nativity"),
+    ("employment_status", "nativity"),
+]
+
+
 @lru_cache(maxsize=1)
 def states() -> list[dict[str, str]]:
     """The 50 states + DC (fips, postal code, name), read without heavy imports (for `factory validate`)."""
