@@ -176,12 +176,16 @@ def ls() -> None:
     for name in registry.BACKENDS:
         doc = (registry.backend(name).__doc__ or "").strip().splitlines()
         click.echo(f"  {name:<16} {doc[0] if doc else ''}")
-    from factory.census.sources import SOURCES
+    from factory.census.sources import ASSUMED_PAIRS, ASSUMED_WITHOUT_S0501, SOURCES
     from factory.questions.sets import SETS
 
     click.echo("census sources (stage 'meta_personas', option source):")
     for name, summary in SOURCES.items():
         click.echo(f"  {name:<16} {summary}")
+    pairs = lambda ps: ", ".join(f"{a} x {b}" for a, b in ps)  # noqa: E731
+    click.echo("  joints no census table constrains (assumptions; a build's card lists its own):")
+    click.echo(f"    acs2018, every state: {pairs(ASSUMED_PAIRS)}")
+    click.echo(f"    8 states without S0501 crosses, also: {pairs(ASSUMED_WITHOUT_S0501)}")
     click.echo("question sets (stage 'questions', option sets):")
     for name, summary in SETS.items():
         click.echo(f"  {name:<16} {summary}")
@@ -232,7 +236,10 @@ def census() -> None:
 @census.command()
 @click.option("--year", type=int, required=True, help="ACS 1-year vintage, e.g. 2019")
 @click.option(
-    "--table", "tables", multiple=True, help="table to fetch (repeatable); default: every table meta_personas reads"
+    "--table",
+    "tables",
+    multiple=True,
+    help="table to fetch (repeatable); default: every table meta_personas reads, with B01001A-I and C15002A-I",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="folder to write")
 @click.option("--base-url", default="https://api.census.gov/data", show_default=True, help="Census API root")
@@ -241,7 +248,7 @@ def fetch(year: int, tables: tuple[str, ...], out: Path, base_url: str) -> None:
     from factory.census import acs2018
     from factory.census.fetch import fetch as do_fetch
 
-    for path in do_fetch(year, list(tables) or list(acs2018.TABLES), out, base_url):
+    for path in do_fetch(year, list(tables) or [*acs2018.TABLES, *acs2018.DETAILED], out, base_url):
         click.echo(f"wrote {path}")
 
 

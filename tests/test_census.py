@@ -214,3 +214,9 @@ def test_vocabulary_is_consistent():
     for row, name in zip(acs2018.IND_ROWS, vocab.INDUSTRY):
         label = labels[f"S2403_C01_{row:03d}E"].split("!!")[-1].lower()
         assert name.split(",")[0].lower() in label, (name, label)
+
+
+def test_ls_names_the_assumed_joints(cli):
+    result = cli("ls")
+    assert result.exit_code == 0
+    assert "joints no census table constrains" in result.stdout and "age_band x race_ethnicity" in result.stdout

@@ -44,6 +44,8 @@ def test_every_table_within_tvd_001_at_100k(big):
     assert df["tvd_oneway"].max() <= 0.01
     for table in ("S0101", "S1201", "S1501", "S2301", "S2401", "S2403", "S2701", "S2101", "S1601", "DP02"):
         assert table in set(df["table"]), table
+    by_race = {m for m in df["margin"] if "race/ethnicity" in m}
+    assert len(by_race) == 5, by_race  # education, employment, marital, veteran by race; the adults' race mix
 
 
 def test_rule_checks_hold(big):
@@ -108,6 +110,10 @@ def test_fidelity_plot_and_summary(big):
     card = (store.dir / "artifacts" / "card_section.md").read_text()
     assert "Dependency structure" in card and "occupation              | sex, employment" in card
     assert "| core: S1201 marital status x age x sex |" in card and "Big Five" in card
+    assert "| veteran: S2101 veteran x race/ethnicity |" in card
+    # no shipped table crosses age with race: the card and the manifest say that joint is an assumption
+    assert summary["unconstrained_pairs"]["age_band x race_ethnicity"] == 4
+    assert "## Joints that are assumptions" in card and "- age band x race ethnicity" in card
 
 
 SMALL = (

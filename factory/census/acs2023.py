@@ -420,6 +420,7 @@ def geo_spec(geo: str, min_age: int = 18, max_age: int = vocab.MAX_AGE) -> GeoSp
         core_seed=base.core / base.core.max(),
         derived_ages=base_spec.derived_ages,
         hispanic_race=base_spec.hispanic_race,
+        seed_margins=base_spec.core_margins + base_spec.seed_margins,
         min_age=min_age,
         max_age=max_age,
         sources=[f"{NAME} {t}" for t in ("DP02", "DP03", "DP05", "S2301", "S2401")]

@@ -2,8 +2,11 @@
 
 Writes `acs<year>_1yr_state_<TABLE>.csv` (one row per state: GEO_ID, state_fips, state_po, state_name, then every
 variable of the table) and `acs<year>_1yr_variables.csv` (VARIABLE, TYPE, LABEL, GROUP), which a recipe then reads
-with `source: acs2018` and `census_dir: <folder>`. The key comes from CENSUS_API_KEY and is never written or
-printed; errors name the table and the HTTP status, not the URL.
+with `source: acs2018` and `census_dir: <folder>`. By default it also fetches the detailed tables by race that the
+package does not ship, sex by age (B01001A-I) and sex by education (C15002A-I): with them in the folder the fit
+constrains age x race/ethnicity and education x race/ethnicity (4 levels) from data (`acs2018_race.py`).
+The key comes from CENSUS_API_KEY and is never written or printed; errors name the table and the HTTP status, not
+the URL.
 """
 
 from __future__ import annotations

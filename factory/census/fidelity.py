@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from factory.census.ipf import Margin
-from factory.census.model import GeoSpec, sample_table
+from factory.census.model import GeoSpec, joint_constraints, sample_table
 
 
 def compare(sample: np.ndarray, margin: Margin) -> dict[str, float]:
@@ -69,3 +69,11 @@ def report(spec: GeoSpec, codes: dict[str, np.ndarray], fit_errors: dict[str, fl
             }
         )
     return rows
+
+
+def constraints(spec: GeoSpec) -> list[dict]:
+    """One row per pair of core attributes: the tables that constrain the two jointly ('' when none does)."""
+    return [
+        {"geography": spec.geo, "attributes": f"{a} x {b}", "tables": "; ".join(tables)}
+        for (a, b), tables in joint_constraints(spec).items()
+    ]

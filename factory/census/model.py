@@ -4,16 +4,16 @@ Dependency structure (the same for every source; what a source lacks is filled b
 independence):
 
     core joint (IPF): age band x sex x race/ethnicity x education x marital status x employment x nativity
-        against age x sex (count), race/ethnicity, education x age x sex, education x race, marital x age x sex,
-        employment x age, employment x sex, employment x education, nativity x age / marital / education /
-        employment
+        against age x sex (count), race/ethnicity (or race x age x sex), education x age x sex, education x race x
+        sex, marital x age x sex, marital x race, employment x age, employment x sex, employment x education,
+        employment x race, nativity x age / marital / education / employment
     age (single year)       | age band, education      (degrees only at plausible ages)
     race (alone)            | race/ethnicity           (Hispanic people get a race from the Hispanic-by-race mix)
     occupation              | sex, employment          (only the employed have one)
     industry                | sex, employment
     class of worker         | employment, industry     (public administration -> government)
     health insurance        | age group, sex, employment
-    veteran status          | age band, sex, employment  (civilians only)
+    veteran status          | age band, sex, employment, race/ethnicity, education  (civilians only)
     language x English      | age band, race/ethnicity, nativity
     relationship            | age band, sex, marital status
     household type          | sex, marital status, relationship
@@ -63,6 +63,7 @@ class GeoSpec:
     min_age: int = 18
     max_age: int = vocab.MAX_AGE
     sources: list[str] = field(default_factory=list)
+    seed_margins: list[Margin] = field(default_factory=list)  # tables the core seed was fitted to (acs2023, tidy)
 
 
 @dataclass
@@ -122,6 +123,29 @@ def _parent_distribution(spec: GeoSpec, core: np.ndarray, blocks: dict, parents:
             raise ValueError("a block cannot have both age_band and a derived age group as parents")
     order = [kept.index(p) for p in parents]
     return np.transpose(marg, order)
+
+
+def joint_constraints(spec: GeoSpec) -> dict[tuple[str, str], list[str]]:
+    """Each pair of core attributes -> the census tables that constrain the two jointly.
+
+    A table constrains a pair when it crosses both with at least two categories each and does not take both as
+    given (marital status x age x sex *given* age and sex says nothing about age x sex). A pair no table constrains
+    is an assumption of the fit: it comes out of the seed and the other tables (conditional independence given what
+    they do constrain), not out of data. Tables behind the core seed (acs2023, tidy: the base ACS 2018 fit) count,
+    named 'seed: ...'."""
+    dims = list(vocab.CORE_DIMS)
+    out: dict[tuple[str, str], list[str]] = {(a, b): [] for i, a in enumerate(dims) for b in dims[i + 1 :]}
+    named = [(m.name, m) for m in spec.core_margins] + [(f"seed: {m.name}", m) for m in spec.seed_margins]
+    for name, m in named:
+        crossed = [d for d in m.dims if d in vocab.CORE_DIMS and m.table.shape[m.dims.index(d)] >= 2]
+        for a, b in out:
+            if a in crossed and b in crossed and not (a in m.given and b in m.given) and name not in out[(a, b)]:
+                out[(a, b)].append(name)
+    return out
+
+
+def unconstrained_pairs(spec: GeoSpec) -> list[tuple[str, str]]:
+    return [pair for pair, tables in joint_constraints(spec).items() if not tables]
 
 
 def fit(spec: GeoSpec, tol: float = 1e-6, max_iter: int = 300) -> FittedGeo:

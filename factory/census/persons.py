@@ -234,8 +234,18 @@ def rule_checks(codes: dict[str, np.ndarray]) -> dict[str, float]:
     }
 
 
-def fidelity_summary(fidelity, artifacts: Path, notes: list[str] | None = None) -> dict:
-    """Worst and mean TVD per census table over geographies, the tables above 0.01, and a heatmap PNG."""
+def unconstrained(constraints) -> dict[str, int]:
+    """Pairs of core attributes that no table constrains jointly -> in how many geographies."""
+    if constraints is None:
+        return {}
+    df = constraints.to_pandas()
+    df = df[df["tables"] == ""]
+    return {str(k): int(v) for k, v in df.groupby("attributes", sort=False)["geography"].nunique().items()}
+
+
+def fidelity_summary(fidelity, artifacts: Path, notes: list[str] | None = None, constraints=None) -> dict:
+    """Worst and mean TVD per census table over geographies, the tables above 0.01, the pairs of core attributes
+    no table constrains, and a heatmap PNG."""
     df = fidelity.to_pandas()
     if df.empty:
         return {}
@@ -255,6 +265,7 @@ def fidelity_summary(fidelity, artifacts: Path, notes: list[str] | None = None) 
         "max_abs_error": float(df["max_abs_error"].max()),
         "tables_over_0.01": sorted(agg.index[agg["tvd_max"] > 0.01].tolist()),
         "per_table": {k: {c: round(float(v), 5) for c, v in row.items()} for k, row in agg.iterrows()},
+        "unconstrained_pairs": unconstrained(constraints),
     }
     _heatmap(df, artifacts / "fidelity.png")
     summary["plots"] = ["artifacts/fidelity.png"]
@@ -291,6 +302,21 @@ def card_section(agg, summary: dict, notes: list[str]) -> str:
             f"{row['cell_max']:.4f} |"
         )
     lines += ["", "![fidelity](artifacts/fidelity.png)", ""]
+    pairs = summary.get("unconstrained_pairs", {})
+    if pairs:
+        n = summary["geographies"]
+        lines += [
+            "## Joints that are assumptions",
+            "",
+            "No census table used here crosses these pairs of core attributes; their joint comes from the fit's"
+            " prior and the tables that constrain each of them with other attributes, not from data:",
+            "",
+            *[
+                f"- {p.replace('_', ' ')}" + ("" if k == n else f" (in {k} of {n} geographies)")
+                for p, k in pairs.items()
+            ],
+            "",
+        ]
     if notes:
         lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     return "\n".join(lines)

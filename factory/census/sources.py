@@ -19,6 +19,24 @@ SOURCES = {
 }
 
 
+# Pairs of core attributes that no shipped ACS 2018 table crosses (`model.unconstrained_pairs`; tested against the
+# fit): their joint is an assumption of the fit. acs2023 and tidy fits are seeded by ACS 2018 and inherit them;
+# a census folder with B01001A-I (`factory census fetch`) constrains age x race/ethnicity and sex x race/ethnicity.
+ASSUMED_PAIRS = [
+    ("age_band", "race_ethnicity"),
+    ("sex", "nativity"),
+    ("race_ethnicity", "nativity"),
+    ("education", "marital_status"),
+    ("marital_status", "employment_status"),
+]
+ASSUMED_WITHOUT_S0501 = [  # and in the 8 states whose S0501 nativity crosses are not published
+    ("age_band", "nativity"),
+    ("education", "nativity"),
+    ("marital_status", "nativity"),
+    ("employment_status", "nativity"),
+]
+
+
 def state_codes(source: str) -> list[str]:
     codes = [s["state_po"] for s in states()]
     return [c for c in codes if c != "DC"] if source == "acs2023" else codes

@@ -214,6 +214,7 @@ class TidySource:
             core_seed=seed,
             derived_ages=base_spec.derived_ages,
             hispanic_race=base_spec.hispanic_race,
+            seed_margins=base_spec.core_margins if fit_base else [],
             min_age=min_age,
             max_age=max_age,
             sources=[f"tidy marginals {self.path.name}", f"seed: ACS 2018 {self.base}"],

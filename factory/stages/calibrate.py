@@ -82,7 +82,7 @@ from factory.stage import Columns, Needs, StageContext, StageOutput, rows_datase
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # 2: re-draws from the census joint with its crosstabs by race (meta_personas 2)
 PROMPTS = ["calibrate/system.jinja", "calibrate/judge.jinja"]
 VERDICTS = ["plausible", "implausible"]
 # the full-mode meta persona columns a re-draw must reproduce (Big Five traits are optional)

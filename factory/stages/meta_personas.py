@@ -13,6 +13,8 @@ Output `data` (one row per person; `label` columns are `ClassLabel`s whose names
 Extra output `fidelity` (one row per geography x census table used): geography, attribute, margin, table (str),
     dims, given (list[str]), cells, persons (int64), tvd, max_abs_error, tvd_oneway, fit_tvd (float64);
     plots in artifacts/fidelity.png.
+Extra output `constraints` (one row per geography x pair of core attributes): geography, attributes
+    ('age_band x race_ethnicity'), tables (str: the tables crossing the two; empty: the joint is an assumption).
 The declarations are `outputs(options)` (from `factory.census.persons`: FULL_COLUMNS, PAPER_COLUMNS,
 FIDELITY_COLUMNS).
 
@@ -44,7 +46,7 @@ from factory.errors import DataError, did_you_mean
 from factory.options import DataDir, DataFile, StageOptions
 from factory.stage import Columns, StageContext, StageOutput, rows_dataset
 
-VERSION = 1
+VERSION = 2  # 2: education, employment, marital status and veteran status by race; veteran by education
 INPUTS: dict = {}  # a source stage: it reads census tables, no upstream dataset
 
 
@@ -137,7 +139,8 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
     metrics["persons"] = n
     # typed as declared: a geography whose tables are all unconditional has only empty `given` lists
     fidelity_rows = rows_dataset(report, outputs(options)["fidelity"])
-    return StageOutput(data, metrics=metrics, extras={"fidelity": fidelity_rows})
+    constraints = rows_dataset(fidelity.constraints(spec), outputs(options)["constraints"])
+    return StageOutput(data, metrics=metrics, extras={"fidelity": fidelity_rows, "constraints": constraints})
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts) -> dict:
@@ -156,13 +159,14 @@ def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts) -> 
             "Big Five: conditional multivariate normal on age, sex and US birth, fitted on 245,850 IPIP-NEO "
             "internet respondents (a young, self-selected sample), clipped to [0, 1]."
         )
-    return fidelity_summary(outputs["fidelity"], artifacts, notes)
+    return fidelity_summary(outputs["fidelity"], artifacts, notes, outputs.get("constraints"))
 
 
 def outputs(options: Options) -> dict[str, Columns]:
     """The persons (every attribute, Big Five unless `bigfive.mode: none`; or the paper-mode four) and the
-    fidelity report per geography and census table."""
+    fidelity report per geography and census table, and which pairs of core attributes a table constrains."""
     from factory.census.persons import FIDELITY_COLUMNS, PAPER_COLUMNS, person_columns
 
     people = PAPER_COLUMNS if options.mode == "paper" else person_columns(options.bigfive.mode != "none")
-    return {"data": Columns(people), "fidelity": Columns(FIDELITY_COLUMNS)}
+    constraints = Columns({"geography": "string", "attributes": "string", "tables": "string"})
+    return {"data": Columns(people), "fidelity": Columns(FIDELITY_COLUMNS), "constraints": constraints}
