@@ -21,8 +21,12 @@ RUNS_DIR = click.option(
 
 
 def _fail(exc: FactoryError) -> None:
-    click.echo(f"error: {exc}", err=True)
+    click.echo(f"error: {_one_line(exc)}", err=True)
     sys.exit(exc.exit_code)
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).replace("\r", "\\r").replace("\n", "\\n")
 
 
 class _Group(click.Group):
@@ -118,7 +122,7 @@ def validate(recipes: tuple[Path, ...]) -> None:
         try:
             r = load_recipe(path)
         except FactoryError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_one_line(exc)}", err=True)
             failed = exc.exit_code
             continue
         click.echo(f"ok: {path} ({r.name}: {len(r.stages)} stage(s), {len(r.backends)} backend(s))")

@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from factory.errors import DataError, did_you_mean
 from factory.options import DataDir, DataFile, Options, StageOptions
@@ -101,6 +101,17 @@ class Options(StageOptions):
     marginals: DataFile | None = Field(None, description="tidy source: the marginals file")
     base_geography: str | None = Field(None, description="tidy source: ACS 2018 state whose structure seeds the fit")
     ipf_tolerance: float = Field(1e-6, gt=0, le=0.01, description="IPF stops when every table is this close (TV)")
+
+    @field_validator("geographies")
+    @classmethod
+    def _geographies(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("name at least one geography, or all")
+            twice = sorted({g for g in value if value.count(g) > 1})
+            if twice:  # each would be drawn again with the same person ids
+                raise ValueError(f"'{twice[0]}' is listed twice")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Options:
