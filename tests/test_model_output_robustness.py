@@ -104,4 +104,4 @@ def test_the_reflective_profile_rejects_non_finite_numbers():
     parse = json_parser(styles.reflective_schema())
     for constant in ("NaN", "Infinity"):
         with pytest.raises(Invalid, match=f"{constant} is not a JSON number"):
-            parse('{"big_five": {"openness": %s}}' % constant)
+            parse('{"big_five": {"openness": ' + constant + "}}")
