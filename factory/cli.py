@@ -35,6 +35,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except FactoryError as exc:
             _fail(exc)
+        except OSError as exc:  # a read-only or full disk, a path that is a file: the path, not a traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or _one_line(exc)}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted: finished batches are kept; rerun the same command to resume", err=True)
             sys.exit(130)
@@ -47,6 +51,18 @@ def main(verbose: int) -> None:
     """Census-faithful synthetic people, personas, answers and preference data as Hugging Face datasets."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _check_writable(runs_dir: Path) -> None:
+    """Fail in one line, before any work, when the runs folder cannot be written."""
+    import tempfile
+
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=runs_dir):
+            pass
+    except OSError as exc:
+        raise FactoryError(f"runs folder {runs_dir}: cannot write there ({exc.strerror or exc})") from None
 
 
 @main.command()
@@ -74,6 +90,8 @@ def build(
     from factory.runner import Runner
 
     r = load_recipe(recipe, overrides)
+    if not dry_run:
+        _check_writable(runs_dir)
     runner = Runner(r, runs_dir=runs_dir, progress=not no_progress)
     summaries = runner.build(only=list(only) or None, from_=from_, force=list(force) or None, dry_run=dry_run)
     if dry_run:
@@ -105,6 +123,8 @@ def push(recipe: Path, overrides: tuple[str, ...], profile: str | None, dry_run:
     from factory.report import out
 
     r = load_recipe(recipe, overrides)
+    if not dry_run:
+        _check_writable(runs_dir)
     if profile and Path(profile).is_file():  # a profile file named on the command line is relative to here
         profile = str(Path(profile).resolve())
     for line in describe(publish_recipe(r, runs_dir, profile=profile, dry_run=dry_run), dry_run=dry_run):
