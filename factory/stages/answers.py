@@ -47,7 +47,7 @@ from factory.errors import DataError
 from factory.options import StageOptions
 from factory.stage import StageContext, StageOutput, rows_dataset
 
-VERSION = 1
+VERSION = 2  # 2: an option's full text inside a sentence is read; answer markers that disagree are invalid
 INPUTS = (2, 3)
 PROMPTS = [
     "answers/system.jinja",
