@@ -63,7 +63,7 @@ def test_an_argilla_client_error_never_shows_the_key():
 
     with pytest.raises(ReviewError) as info:
         with errors("http://localhost:6900", KEY, "log in"):
-            raise ArgillaError("y" * 280 + f" header X-Argilla-Api-Key: {KEY}")
+            raise ArgillaError("y" * 235 + f" header X-Argilla-Api-Key: {KEY}")
     assert KEY[:6] not in str(info.value)
 
 
