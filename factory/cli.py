@@ -21,8 +21,12 @@ RUNS_DIR = click.option(
 
 
 def _fail(exc: FactoryError) -> None:
-    click.echo(f"error: {exc}", err=True)
+    click.echo(f"error: {_one_line(exc)}", err=True)
     sys.exit(exc.exit_code)
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).replace("\r", "\\r").replace("\n", "\\n")
 
 
 class _Group(click.Group):
@@ -31,6 +35,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except FactoryError as exc:
             _fail(exc)
+        except OSError as exc:  # a read-only or full disk, a path that is a file: the path, not a traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or _one_line(exc)}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted: finished batches are kept; rerun the same command to resume", err=True)
             sys.exit(130)
@@ -43,6 +51,18 @@ def main(verbose: int) -> None:
     """Census-faithful synthetic people, personas, answers and preference data as Hugging Face datasets."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _check_writable(runs_dir: Path) -> None:
+    """Fail in one line, before any work, when the runs folder cannot be written."""
+    import tempfile
+
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=runs_dir):
+            pass
+    except OSError as exc:
+        raise FactoryError(f"runs folder {runs_dir}: cannot write there ({exc.strerror or exc})") from None
 
 
 @main.command()
@@ -80,6 +100,8 @@ def build(
     r = load_recipe(recipe, overrides)
     if address and executor == "local":
         raise FactoryError("--address names a Ray cluster: use it with --executor ray")
+    if not dry_run:
+        _check_writable(runs_dir)
     chosen = executor_for(r, executor, address) if executor or address else None
     runner = Runner(r, runs_dir=runs_dir, progress=not no_progress, executor=chosen)
     try:
@@ -116,6 +138,8 @@ def push(recipe: Path, overrides: tuple[str, ...], profile: str | None, dry_run:
     from factory.recipe import load_recipe
 
     r = load_recipe(recipe, overrides)
+    if not dry_run:
+        _check_writable(runs_dir)
     if profile and Path(profile).is_file():  # a profile file named on the command line is relative to here
         profile = str(Path(profile).resolve())
     for line in describe(publish_recipe(r, runs_dir, profile=profile, dry_run=dry_run), dry_run=dry_run):
@@ -133,7 +157,7 @@ def validate(recipes: tuple[Path, ...]) -> None:
         try:
             r = load_recipe(path)
         except FactoryError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_one_line(exc)}", err=True)
             failed = exc.exit_code
             continue
         click.echo(f"ok: {path} ({r.name}: {len(r.stages)} stage(s), {len(r.backends)} backend(s))")

@@ -23,7 +23,8 @@ class RecipeError(FactoryError):
     def __init__(self, path: str, message: str):
         self.path = path
         self.message = message
-        super().__init__(f"{path}: {message}" if path else message)
+        text = f"{path}: {message}" if path else message
+        super().__init__(text.replace("\r", "\\r").replace("\n", "\\n"))  # a key with a newline stays one line
 
 
 class DataError(FactoryError):

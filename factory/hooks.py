@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
 
 def import_object(path: str) -> Any:
-    """Import `package.module` or `package.module:attr`."""
+    """Import `package.module` or `package.module:attr` (`attr` may be dotted: `module:Class.method`)."""
     module_name, _, attr = path.partition(":")
     module = importlib.import_module(module_name)
-    return getattr(module, attr) if attr else module
+    return functools.reduce(getattr, attr.split("."), module) if attr else module

@@ -8,10 +8,12 @@ stage fingerprint. A `DataFile` field is a path that must exist; its bytes are h
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import core_schema
 
 OPERATIONAL = "operational"
@@ -24,9 +26,26 @@ def operational(default: Any = None, description: str = "", **kwargs: Any) -> An
 
 class OptionBlock(BaseModel):
     """Base for all option models (nested option blocks, backend configs, stage options): unknown keys are errors,
-    assignment is validated."""
+    assignment is validated, and a number is never a boolean (pydantic reads `seed: true` as 1)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            kinds = _kinds(cls.model_fields[info.field_name].annotation)
+            if kinds & {int, float} and not kinds & {bool, Any}:
+                raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits at its top level (`int | None` -> {int, NoneType})."""
+    args = typing.get_args(annotation)
+    if args and typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return {k for a in args for k in _kinds(a)}
+    return {typing.get_origin(annotation) or annotation}
 
 
 class StageOptions(OptionBlock):

@@ -33,7 +33,7 @@ from factory.seeds import derive_seed
 from factory.stage import StageSpec, option_models
 from factory.wiring import assign_roles
 
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # names become folder and repo names: short, and nothing after them
 _NAME_RE = re.compile(NAME)
 _RESOLVER_RE = re.compile(r"\$\{[^}]*:")
 
@@ -87,7 +87,7 @@ class ExecutorConfig(OptionBlock):
 class _TopLevel(OptionBlock):
     name: str = Field(..., pattern=NAME, description="recipe name; outputs go under runs/<name>/")
     version: int | str = Field(1, description="recipe version, recorded in manifests and cards")
-    seed: int = Field(0, description="root seed; each stage derives its own from it", ge=0)
+    seed: int = Field(0, description="root seed; each stage derives its own from it", ge=0, le=2**63 - 1, strict=True)
     description: str = ""
     vars: dict[str, Any] = Field(default_factory=dict, description="free values for ${vars.x} interpolation")
     backends: dict[str, Any] = Field(default_factory=dict, description="named LLM endpoints")
@@ -159,12 +159,14 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError("", f"{path}: cannot read recipe ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RecipeError("", f"{where}: invalid YAML: {problem}") from None
+    except _Refused as exc:
+        raise RecipeError("", f"{path}:{exc.mark.line + 1}:{exc.mark.column + 1}: {exc}") from None
     if not isinstance(data, dict):
         raise RecipeError("", f"{path}: a recipe must be a YAML mapping (name, seed, stages, ...)")
     data = resolve(data, overrides)
@@ -176,12 +178,95 @@ def _parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise RecipeError("", f"override '{item}': expected key=value, e.g. stages.questions.sample=20")
-    if not all(_NAME_RE.match(part) or part.isdigit() for part in key.split(".")):
+    if not all(_NAME_RE.fullmatch(part) or part.isdigit() for part in key.split(".")):
         raise RecipeError(key, f"override '{item}': keys are dotted names like stages.questions.sample")
     try:
-        return key, yaml.safe_load(value) if value.strip() else None
+        return key, _load_yaml(value) if value.strip() else None
     except yaml.YAMLError:
         return key, value
+    except _Refused as exc:
+        raise RecipeError(key, f"override '{item[:80]}': {exc}") from None
+
+
+# YAML aliases share one node many times over; expanded (OmegaConf copies every one) 355 bytes of nested aliases
+# became a gigabyte. Real recipes have a few hundred values, a few levels deep.
+MAX_NODES = 20_000
+MAX_DEPTH = 40
+MAX_INT_DIGITS = 30  # past Python's int-str limit (4,300 digits) an int is a ValueError, past ~19 no seed or count
+
+
+class _Refused(Exception):
+    """YAML that parses but that a recipe refuses: raised with the node's position."""
+
+    def __init__(self, mark: Any, message: str):
+        super().__init__(message)
+        self.mark = mark
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """`yaml.safe_load`, except that a key given twice in one mapping is an error (PyYAML keeps the last one
+    silently) and integers are bounded."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise _Refused(key_node.start_mark, f"duplicate key '{key}' (first given on line {seen[key]})")
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node: Any) -> int:
+        digits = sum(c.isdigit() for c in str(node.value))
+        if digits > MAX_INT_DIGITS:
+            raise _Refused(node.start_mark, f"integer of {digits} digits is out of range")
+        return super().construct_yaml_int(node)
+
+
+_RecipeLoader.add_constructor("tag:yaml.org,2002:int", _RecipeLoader.construct_yaml_int)
+
+
+def _load_yaml(text: str) -> Any:
+    """Parse one YAML document, refusing what would expand past `MAX_NODES` or nest past `MAX_DEPTH` (aliases
+    included, so an alias bomb or an alias inside itself is a one-line error before anything is copied)."""
+    loader = _RecipeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise _Refused(loader.get_mark(), f"nested deeper than {MAX_DEPTH} levels") from None
+        if node is None:
+            return None
+        _count_nodes(node, 0, set(), {})
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _count_nodes(node: Any, depth: int, above: set[int], sizes: dict[int, int]) -> int:
+    """Values under `node` with every alias expanded; each shared node is counted once per use, walked once."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in above:
+        raise _Refused(node.start_mark, "an alias refers to a value that contains it")
+    if depth > MAX_DEPTH:
+        raise _Refused(node.start_mark, f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    else:
+        children = []
+    above.add(id(node))
+    total = 1
+    for child in children:
+        total += _count_nodes(child, depth + 1, above, sizes)
+        if total > MAX_NODES:
+            raise _Refused(node.start_mark, f"more than {MAX_NODES} values once aliases are expanded")
+    above.discard(id(node))
+    sizes[id(node)] = total
+    return total
 
 
 def _check_no_resolvers(value: Any, path: str) -> None:
@@ -242,8 +327,9 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
     backends: dict[str, BackendConfig] = {}
     for bname, raw in top.backends.items():
         bpath = f"backends.{bname}"
-        if not _NAME_RE.match(str(bname)):
-            raise RecipeError(bpath, "backend names are letters, digits, '_', '-' and '.'")
+        if not _NAME_RE.fullmatch(str(bname)):
+            bpath = f"backends.{_shown(bname)}"
+            raise RecipeError(bpath, "backend names are letters, digits, '_', '-' and '.' (at most 100)")
         if not isinstance(raw, dict):
             raise RecipeError(bpath, "expected a mapping with a 'type' (transformers, vllm, openai)")
         if "type" not in raw:
@@ -258,8 +344,9 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
     wirings: dict[str, list[str] | dict[str, Any]] = {}
     for sname, raw in top.stages.items():
         spath = f"stages.{sname}"
-        if not _NAME_RE.match(str(sname)):
-            raise RecipeError(spath, "stage names are letters, digits, '_', '-' and '.'")
+        if not _NAME_RE.fullmatch(str(sname)):
+            spath = f"stages.{_shown(sname)}"
+            raise RecipeError(spath, "stage names are letters, digits, '_', '-' and '.' (at most 100)")
         if not isinstance(raw, dict):
             raise RecipeError(spath, "expected a mapping with 'uses' (and 'inputs', options)")
         raw = dict(raw)
@@ -345,6 +432,12 @@ def validate(data: dict, base_dir: Path, path: Path | None = None) -> Recipe:
         order=order,
         executor=top.executor,
     )
+
+
+def _shown(name: Any) -> str:
+    """A refused name as an error shows it: quoted, on one line, cut short."""
+    text = repr(str(name))
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _topological(stages: dict[str, StageEntry]) -> list[str]:

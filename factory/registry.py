@@ -6,6 +6,7 @@ an explicit `module:attr` hook (`uses: my_pkg.stages:my_stage`) — the only way
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
@@ -37,20 +38,37 @@ class UnknownName(LookupError):
     """Raised with a one-line message that ends in a 'did you mean' hint when one exists."""
 
 
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+HOOK = re.compile(f"{_DOTTED}:{_DOTTED}")  # `package.module:attr`, nothing else is ever imported
+
+
 @cache
 def stage(uses: str) -> StageSpec:
     if uses in STAGES:
         return spec_from_object(uses, import_object(STAGES[uses]))
     if ":" in uses:
+        if not HOOK.fullmatch(uses):
+            raise UnknownName(f"stage hook '{uses[:100]}' is not of the form package.module:attr")
         try:
             obj = import_object(uses)
-        except (ImportError, AttributeError) as exc:
-            raise UnknownName(f"cannot import stage hook '{uses}': {exc}") from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 -- user code on import: sys.exit, syntax errors, anything
+            raise UnknownName(f"cannot import stage hook '{uses}': {_why(exc)}") from None
         try:
             return spec_from_object(uses, obj)
         except TypeError as exc:
             raise UnknownName(str(exc)) from None
-    raise UnknownName(f"unknown stage '{uses}'{did_you_mean(uses, STAGES)}")
+        except Exception as exc:  # an Options or VERSION that is not what a stage needs
+            raise UnknownName(f"stage hook '{uses}': {_why(exc)}") from None
+    raise UnknownName(f"unknown stage '{uses[:100]}'{did_you_mean(uses, STAGES)}")
+
+
+def _why(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:200]
+    if isinstance(exc, (ImportError, AttributeError)) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def backend(kind: str) -> Any:

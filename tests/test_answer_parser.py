@@ -72,6 +72,13 @@ VALID = [
     ("B. Somewhat safe", NESTED, 1),
     ("None of the above", NONE_OPTION, 2),
     ("J", TEN, 9),
+    ("I would vote for Hillary Clinton", TWO, 1),  # one option's full text in a sentence
+    ("I'd vote for Hillary Clinton.", TWO, 1),
+    ("Answer: I'd vote for Donald Trump.", TWO, 0),
+    ("Personally I feel not too safe walking here at night.", FIVE, 2),  # "safe" inside "not too safe" is not a 2nd
+    ("Answer: A\nReasoning: she has experience.\nAnswer: A", TWO, 0),  # agreeing markers stay valid
+    ('{"answer": "B", "answer": "B"}', TWO, 1),
+    ("Answer: B\n\nFinal answer: Hillary Clinton", TWO, 1),
 ]
 
 INVALID = [
@@ -103,7 +110,15 @@ INVALID = [
     ("Answer: Somewhat safe or safe", NESTED),
     ("Answer: safe or unsafe", NESTED),
     ("The answer is unclear to me", TWO),
-    ("I would vote for Hillary Clinton", TWO),  # no answer marker and not the exact option text
+    ("I would never vote for Hillary Clinton", TWO),  # names one option, negated
+    ("I'd vote for Hillary Clinton or Donald Trump", TWO),
+    ("Maybe Hillary Clinton.", TWO),
+    ("Hillary Clinton is a candidate, but I'd vote for the other one", TWO),
+    ("I don't like Hillary Clinton", TWO),
+    ("Answer: A\nAnswer: B", TWO),  # markers that disagree: a contradiction, not "the last one wins"
+    ("I choose A. Actually, I choose B.", TWO),
+    ('{"answer": "A", "answer": "B"}', TWO),  # duplicate JSON keys with different values
+    ("Answer: Donald Trump\n\nFinal answer: Hillary Clinton", TWO),
 ]
 
 
@@ -130,6 +145,10 @@ def test_invalid_formats(text, options):
         ("E", FOUR, "letter E is not among the 4 options"),
         ("Neither", TWO, "no option letter or option text found"),
         ("Answer: B - Donald Trump", TWO, "letter B but the text names option A (Donald Trump)"),
+        ("Answer: A\nAnswer: B", TWO, "answers disagree: A then B"),
+        ('{"answer": "B", "answer": "A"}', TWO, "answers disagree: B then A"),
+        ("I'd vote for Hillary Clinton or Donald Trump", TWO, "several options named: A, B"),
+        ("I would never vote for Hillary Clinton", TWO, "names option B but hedges or negates it"),
     ],
 )
 def test_reasons(text, options, reason):

@@ -107,7 +107,7 @@ MALFORMED = [
         _mutate("sample:", "inputs: [c], sample:"),
         [],
         "stages.q.inputs",
-        "'questions' takes exactly 0 input(s), got 1",
+        "takes no inputs (a source stage), got 1",
     ),
     ("duplicate input", _mutate("inputs: [q]", "inputs: [q, q]"), [], "stages.c.inputs", "lists a stage twice"),
     (

@@ -41,7 +41,7 @@ def counter_run(options: CounterOptions, inputs, ctx):
         raise RuntimeError(f"boom at batch {ctx.batch_index}")
     offset = 0.0
     for ds in inputs.get("upstream", {}).values():  # a downstream counter adds the sum of its inputs' values
-        offset += float(sum(ds["value"]))
+        offset += float(sum(ds["value"])) if "value" in ds.column_names else float(len(ds))
     rows, failures = [], []
     for i in range(start, end):
         value = float(ctx.rng(i).random()) * options.scale + offset + NOISE
@@ -58,7 +58,7 @@ def counter_run(options: CounterOptions, inputs, ctx):
 counter = SimpleNamespace(
     __doc__="Toy stage for runner tests.",
     VERSION=1,
-    INPUTS={"upstream": Needs("value", optional=True, many=True)},
+    INPUTS={"upstream": Needs(optional=True, many=True, description="any datasets; their values are summed")},
     OUTPUTS={"data": Columns({"row": "int64", "value": "float64"})},
     Options=CounterOptions,
     plan=counter_plan,

@@ -9,18 +9,25 @@ Accepted (case-insensitive):
 - a letter standing alone at the start of the reply: `B`, `B.`, `B)`, `(B)`, `[B]`, `**B**`, `Option B`,
   `B: <text>`, `B. <text>`, `B <option text>`, `B because ...`, optionally followed by more lines (`B\n\nBecause ...`);
 - the exact option text, ignoring case, whitespace and punctuation (`hillary clinton.`);
+- an option's full text inside a sentence on the reply's first line (`I'd vote for Hillary Clinton.`), when no
+  other option's text is there and the rest of the line neither hedges nor negates (`maybe`, `not`, `or`, `but`,
+  `rather`, `if`...: `I would never vote for Hillary Clinton` stays invalid);
 - either of those after an answer marker: `Answer:`, `Answer -`, `**Answer:**`, `Final answer:`, `My answer:`,
   `The answer is`, `I choose`, `I would choose option`, `I'd go with`, `\boxed{B}`, `{"answer": "B"}`. After a
   marker the option text may also open a longer answer (`Answer: Not too safe, given ...`), and a letter may be
   followed by text that agrees with it (`Answer: B - Hillary Clinton`). Only the rest of the marker's line counts,
   so a trailing explanation on later lines is ignored (`Answer: B\n\nExplanation: ...`).
-- Several markers: the LAST one that opens a line wins (models often restate the format, `Answer: <letter>`, before
-  answering), else the last one anywhere.
+- Several markers: the last one that opens a line gives the answer (models often restate the format,
+  `Answer: <letter>`, before answering), else the last one anywhere; every other marker must agree with it. Markers
+  that name different options (`Answer: A ... Answer: B`, `{"answer": "A", "answer": "B"}`, `I choose A. No, I
+  choose B.`) contradict each other and the reply is invalid; one that names nothing (the restated format) is
+  ignored.
 
 Rejected (index None, with a reason): empty output; a marker with nothing after it; two different letters (`A or B`,
-`Answer: A, C`) or two option texts (`Safe or unsafe`); a letter outside the shown options; a letter whose text names
-another option (`B - Donald Trump` when B is Clinton); text matching no option (`Neither`, `I cannot answer that`);
-sentences that merely start with a one-letter word (`A lot of people...`, `I think so`, `E.g. ...`).
+`Answer: A, C`) or two option texts (`Safe or unsafe`); answer markers that disagree; a letter outside the shown
+options; a letter whose text names another option (`B - Donald Trump` when B is Clinton); text matching no option
+(`Neither`, `I cannot answer that`); sentences that merely start with a one-letter word (`A lot of people...`,
+`I think so`, `E.g. ...`).
 
 `reasoning` is the text after a `Reasoning:` label up to the answer line, else the text before the answer marker
 when it has at least 10 characters, else None.
@@ -52,6 +59,12 @@ _CONNECTOR = re.compile(
 _OPTION_WORD = re.compile(r"(?:option|choice|letter)\b\s*[:#]?\s*", re.IGNORECASE)
 _CLEAN = re.compile(r"\\(?:boxed|text|textbf|mathrm)\{|[*`{}\"$]")
 _AFTER_LETTER = ".):;,!?]}-–—/=>"  # punctuation that may directly follow a standalone letter
+# Words that make a sentence naming one option something other than choosing it (on normalized text: "don't" is
+# "don t"): negation, hedging, alternatives, conditions.
+_HEDGE = re.compile(
+    r"\b(?:not|never|no|nor|neither|either|or|maybe|perhaps|possibly|probably|might|may|could|unsure|undecided"
+    r"|cannot|against|except|unless|if|but|rather|than|instead|however|although|though|other|\w+n t)\b"
+)
 
 
 class ParsedAnswer(NamedTuple):
@@ -126,8 +139,36 @@ def _parse_segment(seg: str, options: list[str], norms: list[str], after_marker:
             if other:
                 return None, f"several options named: {LETTERS[named[0]]}, {LETTERS[other[0]]}"
             return named[0], ""
+    index, reason = _named_in_sentence(text, norms)
+    if index is not None or reason:
+        return index, reason or ""
+    if after_marker:
         return None, "no option letter or option text after the answer marker"
     return None, "no option letter or option text found"
+
+
+def _named_in_sentence(text: str, norms: list[str]) -> tuple[int | None, str | None]:
+    """The one option whose full text `text` (normalized) contains, when nothing else there hedges or negates it;
+    (None, reason) when it names several or hedges; (None, None) when it names none."""
+    spans = [
+        (m.start(), m.end(), i)
+        for i, n in enumerate(norms)
+        if n
+        for m in re.finditer(rf"(?<![0-9a-z]){re.escape(n)}(?![0-9a-z])", text)
+    ]
+    # "safe" inside "not too safe" is not a second option
+    spans = [s for s in spans if not any(o[0] <= s[0] and s[1] <= o[1] and o[1] - o[0] > s[1] - s[0] for o in spans)]
+    named = sorted({i for _, _, i in spans})
+    if not named:
+        return None, None
+    if len(named) > 1:
+        return None, f"several options named: {', '.join(LETTERS[i] for i in named[:3])}"
+    rest = text
+    for start, end, _ in sorted(spans, reverse=True):
+        rest = rest[:start] + " " + rest[end:]
+    if _HEDGE.search(rest):
+        return None, f"names option {LETTERS[named[0]]} but hedges or negates it"
+    return named[0], None
 
 
 def _opens_line(text: str, m: re.Match[str]) -> int | None:
@@ -150,7 +191,8 @@ def parse_choice(text: str, options: list[str]) -> ParsedAnswer:
         return ParsedAnswer(None, "empty output", None)
     markers = list(_MARKER.finditer(text))
     at_line = [m for m in markers if _opens_line(text, m) is not None]
-    marker = (at_line or markers or [None])[-1]
+    counted = at_line or markers
+    marker = (counted or [None])[-1]
     line_start = None if marker is None else _opens_line(text, marker)
     cut = None if marker is None else (marker.start() if line_start is None else line_start)
     label = _REASONING.search(text)
@@ -165,6 +207,15 @@ def parse_choice(text: str, options: list[str]) -> ParsedAnswer:
             return ParsedAnswer(exact[0], None, reasoning)
         index, reason = _parse_segment(text.splitlines()[0], options, norms, after_marker=False)
     else:
-        after = re.sub(r"^[\s*_\"']*", "", text[marker.end() :])
-        index, reason = _parse_segment(after.split("\n", 1)[0], options, norms, after_marker=True)
+        index, reason = _after(text, marker, options, norms)
+        for earlier in markers if index is not None else ():  # mid-line ones too: "I choose A. No, I choose B."
+            other, _ = _after(text, earlier, options, norms)
+            if other is not None and other != index:  # not "the last one wins": the reply contradicts itself
+                return ParsedAnswer(None, f"answers disagree: {LETTERS[other]} then {LETTERS[index]}", reasoning)
     return ParsedAnswer(index, reason or None, reasoning)
+
+
+def _after(text: str, marker: re.Match[str], options: list[str], norms: list[str]) -> tuple[int | None, str]:
+    """What the rest of a marker's line names."""
+    after = re.sub(r"^[\s*_\"']*", "", text[marker.end() :])
+    return _parse_segment(after.split("\n", 1)[0], options, norms, after_marker=True)

@@ -9,13 +9,16 @@ Format: one row per table cell, columns
     category    one of that attribute's categories (see `factory.census.vocab`; education also takes the coarse
                 groups "Less than high school", "Some college or associate's degree", "Bachelor's degree or
                 higher"); ages are ranges "25-34" or "85+" on 5-year boundaries (and 18-19)
-    count       people (or `share`: the table's shares, which must sum to 1 within each condition)
+    count       people; or `share`: the table's shares, which must sum to 1 within each condition. A file may
+                have both columns, each row filling one, and each table using one kind: the age table
+                needs counts (it says how many people there are), so a file of shares alone is refused
     <dimension> optional condition columns named after another dimension (e.g. `sex`, `age`): the row's
                 category given that condition, so a two-way table is a one-way table per condition value
 
 Rows with the same geography, dimension and set of filled condition columns form one table. A table of `age`
-(alone or by `sex`) fixes how many people there are; every other table fixes a distribution given its
-conditions. Ages below 18 in a count table are taken out in proportion to single years (15-19 counts 2/5).
+(alone or by `sex`) with counts fixes how many people there are (two such tables must agree within 1%); every
+other table fixes a distribution given its conditions. Ages below 18 in a count table are taken out in proportion
+to single years (15-19 counts 2/5).
 Attributes without a table keep the base state's structure (the seed), so a city file can be as small as an
 age x sex table.
 """
@@ -70,38 +73,53 @@ def parse_age(text: str, where: str) -> tuple[int, int]:
 @lru_cache(maxsize=8)
 def read(path: Path) -> pd.DataFrame:
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: no such marginals file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: no rows (the file is empty)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     for col in ("geography", "dimension", "category"):
         if col not in df.columns:
             raise DataError(f"{path}: missing column '{col}'")
-    if ("count" in df.columns) == ("share" in df.columns):
-        raise DataError(f"{path}: needs exactly one of the columns 'count' or 'share'")
-    value = "count" if "count" in df.columns else "share"
+    kinds = [c for c in ("count", "share") if c in df.columns]
+    if not kinds:
+        raise DataError(f"{path}: needs a 'count' or a 'share' column")
+    if df.empty:
+        raise DataError(f"{path}: no rows (only a header)")
+    if len(kinds) == 2:  # each row gives one: counts for the age table, shares for others, say
+        has_count, has_share = df["count"].str.strip() != "", df["share"].str.strip() != ""
+        wrong = (has_count == has_share).to_numpy()
+        if wrong.any():
+            line = int(wrong.nonzero()[0][0]) + 2
+            which = "both a count and a share" if has_count.iloc[line - 2] else "neither a count nor a share"
+            raise DataError(f"{path}:{line}: gives {which}; give one")
+        kind = pd.Series(np.where(has_count, "count", "share"), index=df.index)
+        raw = df["count"].where(has_count, df["share"])
+    else:
+        kind = pd.Series(kinds[0], index=df.index)
+        raw = df[kinds[0]]
     extra = [c for c in df.columns if c not in ("geography", "dimension", "category", "count", "share", "note")]
     for c in extra:
         if c not in DIMENSIONS:
             from factory.errors import did_you_mean
 
             raise DataError(f"{path}: column '{c}' is not a dimension{did_you_mean(c, DIMENSIONS)}")
-    nums = pd.to_numeric(df[value], errors="coerce")
+    nums = pd.to_numeric(raw, errors="coerce")
     bad = nums.isna() | ~np.isfinite(nums)
     if bad.any():
         line = int(bad.to_numpy().nonzero()[0][0]) + 2
-        raise DataError(f"{path}:{line}: {value} '{df[value].iloc[line - 2]}' is not a number")
+        raise DataError(f"{path}:{line}: {kind.iloc[line - 2]} '{raw.iloc[line - 2]}' is not a number")
     if (nums < 0).any():
         line = int((nums < 0).to_numpy().nonzero()[0][0]) + 2
-        raise DataError(f"{path}:{line}: negative {value} {nums.iloc[line - 2]:g}")
+        raise DataError(f"{path}:{line}: negative {kind.iloc[line - 2]} {nums.iloc[line - 2]:g}")
     for line, d in enumerate(df["dimension"], start=2):
         if d not in DIMENSIONS:
             from factory.errors import did_you_mean
 
             raise DataError(f"{path}:{line}: unknown dimension '{d}'{did_you_mean(d, DIMENSIONS)}")
-    df = df.assign(value=nums, line=np.arange(2, len(df) + 2))
-    df.attrs["value"] = value
+    df = df.assign(value=nums, kind=kind, line=np.arange(2, len(df) + 2))
     df.attrs["conditions"] = extra
     return df
 
@@ -182,8 +200,21 @@ class TidySource:
                 extra.setdefault(dim, []).append(margin)
             else:
                 core.append(margin)
-        if not any(m.mode == "count" for m in core):
-            raise DataError(f"{self.path}: geography '{geo}' needs an age table (age, or age by sex) with counts")
+        counts = [m for m in core if m.mode == "count"]
+        if not counts:
+            raise DataError(
+                f"{self.path}: geography '{geo}' needs an age table (age, or age by sex) with counts"
+                " (a file of shares can add a 'count' column for it)"
+            )
+        totals = [float(m.table.sum()) for m in counts]
+        if totals[0] <= 0:  # every person would weigh 0, and the fit has nothing to scale
+            raise DataError(f"{self.path}: geography '{geo}' has no people aged {min_age} to {max_age} in its counts")
+        for m, total in zip(counts[1:], totals[1:]):
+            if not np.isclose(total, totals[0], rtol=0.01):
+                raise DataError(
+                    f"{self.path}: geography '{geo}': count tables '{counts[0].name}' ({totals[0]:,.0f} people aged "
+                    f"{min_age}+) and '{m.name}' ({total:,.0f}) disagree; they must agree within 1%"
+                )
         base = fit(base_spec) if fit_base else None
         new_blocks = []
         for b in base_spec.blocks:
@@ -221,7 +252,10 @@ class TidySource:
         )
 
     def _margin(self, dim: str, conds: list[str], part: pd.DataFrame, where: str, blocks: dict, min_age: int) -> Margin:
-        value = self.df.attrs["value"]
+        kinds = set(part["kind"])
+        if len(kinds) > 1:
+            raise DataError(f"{where}: the {dim} table mixes counts and shares")
+        (value,) = kinds
         dims = [*conds, dim]
         cats = {d: list(dict.fromkeys(part[d] if d != dim else part["category"])) for d in dims}
         shape = [len(cats[d]) for d in dims]
@@ -233,8 +267,12 @@ class TidySource:
             table[idx] = row["value"]
         if value == "share":
             sums = table.sum(axis=-1)
-            if not np.allclose(sums, 1.0, atol=0.01):
-                raise DataError(f"{where}: {dim} shares sum to {float(sums.ravel()[0]):.3f}, not 1")
+            off = ~np.isclose(sums, 1.0, atol=0.01)
+            if off.any():  # name the condition whose shares are off, with its own sum
+                at = tuple(int(i) for i in np.argwhere(off)[0])
+                given = ", ".join(f"{d} '{cats[d][i]}'" for d, i in zip(dims[:-1], at))
+                given = f" (given {given})" if given else ""
+                raise DataError(f"{where}: {dim} shares sum to {float(sums[at]):.3f}, not 1{given}")
         names = {d: CORE.get(d, d) for d in dims}
         maps = {names[d]: category_map(d, cats[d], where, blocks) for d in dims}
         count = value == "count" and set(dims) <= {"age", "sex"} and "age" in dims

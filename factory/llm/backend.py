@@ -10,11 +10,13 @@ was sent.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from factory.errors import FactoryError
 from factory.llm.cache import RequestCache
+from factory.llm.structured import encodable
 from factory.llm.types import Backend, Follow, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
 
 _LOADED: dict[str, Any] = {}
@@ -67,6 +69,9 @@ class CachedBackend:
 
         def finished(j: int, result: GenerationResult) -> list[GenerationRequest]:
             key = sent[j]
+            # a lone surrogate (an API's JSON can carry one) cannot be stored as UTF-8: in the cache, or as the raw
+            # text of a failure row, it would crash the batch, and a cache that kept it would replay the crash
+            result = replace(result, text=encodable(result.text))
             if self.cache is not None and result.finish_reason != "error":  # an engine error may pass: ask again
                 self.cache.put_many({key: result.to_json()})
             more: list[int] = []

@@ -11,6 +11,7 @@ writes failures to the stage's `failures` output. Truncation at `max_tokens` is 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,6 +22,34 @@ from factory.seeds import derive_seed
 
 class Invalid(ValueError):
     """Raised by a parser with the reason an answer is unusable."""
+
+
+# A JSON escape can spell half of a surrogate pair ("\ud83d"): Python decodes it to a lone surrogate, which no UTF-8
+# writer (Arrow, SQLite, a JSON file) can encode, so one such answer would crash the batch that stores it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(text: str) -> str:
+    """`text` with any lone surrogate replaced by U+FFFD, so it can be written as UTF-8 (raw answers, caches)."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def _non_finite(constant: str) -> Any:
+    raise Invalid(f"invalid JSON: {constant} is not a JSON number")
+
+
+def _check_strings(value: Any, path: str = "") -> None:
+    """Raise `Invalid` at the first string (or key) holding a lone surrogate."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise Invalid(f"invalid JSON: {path or '(root)'}: lone surrogate escape in a string")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_strings(k, path)
+            _check_strings(v, f"{path}/{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_strings(v, f"{path}/{i}" if path else str(i))
 
 
 @dataclass
@@ -49,10 +78,19 @@ def json_parser(schema: dict[str, Any]) -> Callable[[str], Any]:
         if not text:
             raise Invalid("empty output")
         try:
-            value = json.loads(text)
+            # NaN and Infinity are Python's extension, not JSON: stored, they would make the row unreadable elsewhere
+            value = json.loads(text, parse_constant=_non_finite)
         except json.JSONDecodeError as exc:
             raise Invalid(f"invalid JSON: {exc.msg} at char {exc.pos}") from None
-        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        except Invalid:
+            raise
+        except Exception as exc:  # too deep (RecursionError), an integer past Python's digit limit (ValueError), ...
+            raise Invalid(f"invalid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+        _check_strings(value)
+        try:
+            errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        except Exception as exc:  # a schema pattern the regex engine rejects, a value too deep to walk, ...
+            raise Invalid(f"schema check failed: {type(exc).__name__}: {str(exc)[:200]}") from None
         if errors:
             where = "/".join(map(str, errors[0].absolute_path)) or "(root)"
             raise Invalid(f"schema: {where}: {errors[0].message[:200]}")
@@ -63,7 +101,7 @@ def json_parser(schema: dict[str, Any]) -> Callable[[str], Any]:
 
 def text_parser(min_chars: int = 1) -> Callable[[str], str]:
     def parse(text: str) -> str:
-        text = text.strip()
+        text = encodable(text).strip()
         if len(text) < min_chars:
             raise Invalid("empty output" if not text else f"shorter than {min_chars} characters")
         return text
@@ -112,6 +150,8 @@ def run_jobs(client: Any, jobs: list[Job], max_retries: int = 2, truncation_ok: 
                 value = job.parse(result.text)
             except Invalid as exc:
                 reason = str(exc) if result.finish_reason != "length" else f"truncated at max_tokens: {exc}"
+            except Exception as exc:  # a parser that trips on odd output fails that answer, not the whole batch
+                reason = f"parser error: {type(exc).__name__}: {str(exc)[:200]}"
         if reason is not None and attempt < max_retries:
             seed = derive_seed(job.request.sampling.seed, "retry", attempt + 1) % (2**31)
             retry = replace(job.request, sampling=replace(job.request.sampling, seed=seed))

@@ -95,12 +95,46 @@ def _row(
     }
 
 
+MAX_OPTIONS = 26  # answers are read as the letters A-Z
+
+
+def check_options(options: list[str], where: str) -> None:
+    """A choice question's options: two to 26, none empty, none repeated (an answer names one by its letter or
+    text, so a repeat could never be told apart)."""
+    if len(options) == 1:
+        raise DataError(f"{where}: a choice question needs at least two options")
+    if len(options) > MAX_OPTIONS:
+        raise DataError(f"{where}: {len(options)} options; at most {MAX_OPTIONS} (the letters A-Z)")
+    seen: set[str] = set()
+    for i, option in enumerate(options):
+        if not option:
+            raise DataError(f"{where}[{i}]: empty option")
+        if normalize(option) in seen:
+            raise DataError(f"{where}[{i}]: option '{option[:60]}' is given twice")
+        seen.add(normalize(option))
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:  # json keeps the last silently: a question or an option would vanish
+            raise DataError(f"duplicate key '{key[:60]}'")
+        out[key] = value
+    return out
+
+
 def read_context_json(path: Path, source: str, topic: str) -> list[dict]:
     """The studies' `context.json` shape; errors name the file and the offending key."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # an integer past Python's digit limit, nesting too deep
+        raise DataError(f"{path}: invalid JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a mapping of topic_k -> {{question_id, topic, candidates}}")
     rows = []
@@ -119,14 +153,21 @@ def read_context_json(path: Path, source: str, topic: str) -> list[dict]:
             if not isinstance(cand, dict) or not isinstance(cand.get("stance"), str):
                 raise DataError(f"{where}.candidates.{letter}.stance: missing or not text")
             options.append(cand["stance"].strip())
-        rows.append(_row(source, str(item["question_id"]), topic, str(item["topic"]), options))
+        check_options(options, f"{where}.candidates")
+        qid = item["question_id"]
+        if isinstance(qid, bool) or not isinstance(qid, (str, int)) or not str(qid).strip():
+            raise DataError(f"{where}.question_id: expected text or a whole number, got {json.dumps(qid)[:40]}")
+        text = item["topic"]
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}.topic: the question text is empty or not text")
+        rows.append(_row(source, str(qid).strip(), topic, text, options))
     return rows
 
 
 def read_csv(path: Path, source: str) -> list[dict]:
     """CSV with `topic,question` (open questions) and optional `id` and `options` (`A|B|C`) columns."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(f)
             cols = reader.fieldnames or []
             for need in ("topic", "question"):
@@ -139,8 +180,7 @@ def read_csv(path: Path, source: str) -> list[dict]:
                 if not text:
                     raise DataError(f"{path}:{line}: empty question")
                 options = [o.strip() for o in (rec.get("options") or "").split("|") if o.strip()]
-                if len(options) == 1:
-                    raise DataError(f"{path}:{line}: options: a choice question needs at least two options")
+                check_options(options, f"{path}:{line}: options")
                 qid = (rec.get("id") or "").strip()
                 if not qid:  # content-derived ids survive reordering; repeats of a text get -2, -3...
                     base = _text_id(text)

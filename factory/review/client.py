@@ -54,7 +54,14 @@ class Exported:
 
 
 def redact(text: str, key: str | None) -> str:
-    return text.replace(key, "***") if key else text
+    """`text` without the key, as written or URL-encoded (in a query string a client echoes)."""
+    if not key:
+        return text
+    from urllib.parse import quote, quote_plus
+
+    for form in {key, quote(key, safe=""), quote_plus(key)}:
+        text = text.replace(form, "***")
+    return text
 
 
 def credentials() -> tuple[str, str]:
@@ -107,23 +114,24 @@ def errors(url: str, key: str | None, what: str) -> Iterator[None]:
     except ForbiddenError:
         raise fail(f"your user may not {what} (403 forbidden); an owner or admin role is needed") from None
     except NotFoundError as exc:
-        raise fail(f"{what}: not found ({_detail(exc)})") from None
+        raise fail(f"{what}: not found ({_detail(exc, key)})") from None
     except ArgillaAPIError as exc:
-        raise fail(f"{what} failed: HTTP {exc.status_code} ({_detail(exc)})") from None
+        raise fail(f"{what} failed: HTTP {exc.status_code} ({_detail(exc, key)})") from None
     except ArgillaError as exc:
-        raise fail(f"{what} failed: {_detail(exc)}") from None
+        raise fail(f"{what} failed: {_detail(exc, key)}") from None
     except httpx.TimeoutException:
         raise fail(f"no answer in time while trying to {what}; is the server up?") from None
     except httpx.TransportError as exc:
-        reason = _detail(exc) or type(exc).__name__
+        reason = _detail(exc, key) or type(exc).__name__
         raise fail(f"cannot connect ({reason}); check {ENV_URL} and that the server is running") from None
 
 
-def _detail(exc: BaseException) -> str:
+def _detail(exc: BaseException, key: str | None = None) -> str:
     text = " ".join(str(exc).split())
     cause = exc.__cause__ or exc.__context__
     if cause is not None and str(cause) not in text:  # the client wraps the informative error in a generic one
         text = f"{text}: {' '.join(str(cause).split())}"
+    text = redact(text, key)  # before the cut: a key cut in two would no longer be found
     return text[:300] + ("..." if len(text) > 300 else "")
 
 

@@ -47,7 +47,7 @@ from factory.errors import DataError
 from factory.options import BackendRef, StageOptions
 from factory.stage import Columns, Needs, StageContext, StageOutput, rows_dataset
 
-VERSION = 1
+VERSION = 2  # 2: an option's full text inside a sentence is read; answer markers that disagree are invalid
 INPUTS = {
     "people": Needs("person_id", "weight", description="who answers, as their census facts"),
     "personas": Needs("person_id", "style", "persona", optional=True, description="their written personas"),

@@ -38,7 +38,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from factory.census.bigfive import BigFiveOptions
 from factory.census.sources import load_source
@@ -71,6 +71,17 @@ class Options(StageOptions):
     marginals: DataFile | None = Field(None, description="tidy source: the marginals file")
     base_geography: str | None = Field(None, description="tidy source: ACS 2018 state whose structure seeds the fit")
     ipf_tolerance: float = Field(1e-6, gt=0, le=0.01, description="IPF stops when every table is this close (TV)")
+
+    @field_validator("geographies")
+    @classmethod
+    def _geographies(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("name at least one geography, or all")
+            twice = sorted({g for g in value if value.count(g) > 1})
+            if twice:  # each would be drawn again with the same person ids
+                raise ValueError(f"'{twice[0]}' is listed twice")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Options:

@@ -111,6 +111,9 @@ class Options(StageOptions):
         return value
 
     def model_post_init(self, _context: Any) -> None:
+        for name in self.templates:  # a built-in style's name picks the built-in prompt: the template would be unread
+            if name in style_defs.STYLES:
+                raise ValueError(f"templates.{name}: '{name}' is a built-in style; give your template another name")
         for s in self.styles:
             if s not in style_defs.STYLES and s not in self.templates:
                 raise ValueError(f"unknown style '{s}'{did_you_mean(s, [*style_defs.STYLES, *self.templates])}")
