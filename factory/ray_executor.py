@@ -208,8 +208,12 @@ class RayExecutor:
                 )
             for task in tasks:
                 task.ctx.llm_pools = pools
-            # a few batches at once keep every replica busy across batch boundaries (their stage code is light)
-            width = sum(len(p.actors) for p in pools.values()) + 1
+            from tqdm import tqdm
+
+            tqdm.get_lock()  # made once here: progress bars opened by batch threads at once race to create it
+            # batches in order by default, as a local build runs them: which batch first asks a request repeated
+            # across batches (and so which neighbours it is computed beside) stays the same
+            width = self.config.batches_in_flight
             error: BaseException | None = None
             with ThreadPoolExecutor(max_workers=width, thread_name_prefix=f"{stage}-batch") as threads:
                 futures = {threads.submit(run_task, task) for task in tasks}

@@ -80,6 +80,11 @@ class ExecutorConfig(OptionBlock):
         None, description="Ray address: 'auto', 'ray://host:10001', 'host:6379'; none starts a local cluster"
     )
     max_retries: int = Field(3, ge=0, description="re-runs of a batch (or replacements of a replica) lost to a fault")
+    batches_in_flight: int = Field(
+        1, ge=1, description="LLM stages: batches the driver runs at once; more keeps replicas busy across batch "
+        "ends, but a request repeated in two batches may then be computed beside other requests (last-bit changes "
+        "in logprob scores)",
+    )  # fmt: skip
     stages: dict[str, StageResources] = Field(default_factory=dict, description="per-stage batch resources")
     backends: dict[str, ReplicaResources] = Field(default_factory=dict, description="per-backend replicas")
 

@@ -42,7 +42,6 @@ def test_sampling_and_engine_kwargs():
         "revision": None,
         "dtype": "auto",
         "tensor_parallel_size": 2,
-        "data_parallel_size": 1,
         "gpu_memory_utilization": 0.8,
         "enable_prefix_caching": True,
         "max_model_len": 4096,

@@ -37,13 +37,13 @@ class TransformersConfig(BackendConfig):
 
 
 class VLLMConfig(BackendConfig):
-    """vLLM offline engine on GPUs: prefix caching, structured outputs, tensor/data parallel (extra `vllm`)."""
+    """vLLM offline engine on GPUs: prefix caching, structured outputs, tensor parallel (extra `vllm`); replicas
+    for data parallelism come from the Ray executor (`executor: {backends: {name: {replicas: N}}}`)."""
 
     type: Literal["vllm"] = "vllm"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_model_len: int | None = Field(None, description="context length cap; lower saves KV-cache memory", ge=1)
     tensor_parallel_size: int = operational(1, description="GPUs one model is split over", ge=1)
-    data_parallel_size: int = operational(1, description="independent engine replicas", ge=1)
     gpu_memory_utilization: float = operational(0.9, description="share of GPU memory vLLM may take", gt=0, le=1)
     enable_prefix_caching: bool = operational(True, description="reuse KV cache of shared prompt prefixes")
 

@@ -43,7 +43,6 @@ def engine_kwargs(config: Any, model: str) -> dict[str, Any]:
         "revision": config.revision,
         "dtype": config.dtype,
         "tensor_parallel_size": config.tensor_parallel_size,
-        "data_parallel_size": config.data_parallel_size,
         "gpu_memory_utilization": config.gpu_memory_utilization,
         "enable_prefix_caching": config.enable_prefix_caching,
     }
