@@ -47,6 +47,43 @@ class Case:
     args: tuple = ()
 
 
+SLOW_STAGE = textwrap.dedent("""
+    import time
+    from types import SimpleNamespace
+    from factory.options import StageOptions, operational
+    try:  # stage contract v2
+        from factory.stage import Columns
+        WIRING = {"INPUTS": {}, "OUTPUTS": {"data": Columns({"row": "int64"})}}
+    except ImportError:  # an older checkout (--root)
+        WIRING = {"INPUTS": (0, 0)}
+
+    class Opts(StageOptions):
+        crash_at: int = operational(-1)
+
+    def run(options, inputs, ctx):
+        if ctx.batch_index == options.crash_at:
+            raise RuntimeError("boom")
+        time.sleep(0.3)
+        return [{"row": i} for i in ctx.batch]
+
+    stage = SimpleNamespace(__doc__="slow rows", VERSION=1, Options=Opts, run=run,
+                            plan=lambda o, i, c: [[j, j + 1, j + 2] for j in range(0, 12, 3)], **WIRING)
+""")
+STATE_HEAD = textwrap.dedent("""
+    import shutil, subprocess, sys, time
+    from pathlib import Path
+    from datasets import load_from_disk
+    from factory.errors import FactoryError
+    from factory.recipe import load_recipe
+    from factory.runner import Runner
+    Path("r.yaml").write_text("name: s\\nstages:\\n  a: {uses: 'slowstage:stage'}\\n")
+    def runner(overrides=()):
+        return Runner(load_recipe("r.yaml", list(overrides)), runs_dir="runs", progress=False)
+    def rows():
+        return load_from_disk(str(runner().store("a").data_dir))["row"]
+""")
+
+
 def bomb() -> str:
     levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
     for prev, name in zip("abcdefgh", "bcdefghi"):
@@ -379,8 +416,9 @@ CASES = [
         "python",
         py("""
             import pyarrow as pa
-            from factory.llm.backend import CachedBackend, in_rounds
+            from factory.llm.backend import CachedBackend
             from factory.llm.cache import RequestCache
+            from factory.llm.types import in_rounds
             from factory.llm.structured import generate_validated, json_parser
             from factory.llm.types import GenerationRequest, GenerationResult, Sampling
             class API:
@@ -397,6 +435,75 @@ CASES = [
             """).replace("import pyarrow", "import json\nimport pyarrow"),
         loses_rows=True,
     ),
+    # --- state: concurrent builds, damaged checkpoints and outputs ---
+    *[
+        Case(
+            f"state: {name}",
+            "python",
+            STATE_HEAD + py(body),
+            files={"slowstage.py": SLOW_STAGE},
+            loses_rows=name.startswith("forced"),  # there a crash deletes the running build's checkpoints
+        )
+        for name, body in [
+            (
+                "forced build while another is running",
+                """
+                first = subprocess.Popen([sys.executable, "-m", "factory", "build", "r.yaml", "--no-progress"])
+                while not runner().store("a").done_batches():
+                    time.sleep(0.05)
+                try:
+                    runner().build(force=["a"])
+                    print("WRONG: a second build ran beside the first")
+                except FactoryError:
+                    pass
+                first.wait()
+                ok = first.returncode == 0 and rows() == list(range(12))
+                print("CLEAN" if ok else "WRONG: data loss: the first build lost its checkpoints")
+                """,
+            ),
+            (
+                "truncated and unreadable batch checkpoints",
+                """
+                try:
+                    runner(["stages.a.crash_at=2"]).build()
+                except FactoryError:
+                    pass
+                store = runner().store("a")
+                rows_file = store.batch_dir(0) / "rows.arrow"
+                rows_file.write_bytes(rows_file.read_bytes()[:30])
+                (store.batch_dir(1) / "meta.json").write_text("{")
+                (store.partial_dir / "plan.json").write_text("")
+                runner().build()
+                print("CLEAN" if rows() == list(range(12)) else f"WRONG: {rows()}")
+                """,
+            ),
+            *[
+                (
+                    what,
+                    f"""
+                    runner().build()
+                    store = runner().store("a")
+                    {damage}
+                    state = {{s.stage: s.state for s in runner().plan()}}["a"]
+                    runner().build()
+                    ok = state == "damaged" and rows() == list(range(12))
+                    print("CLEAN" if ok else f"WRONG: reported {{state}}, rows {{rows()}}")
+                    """,
+                )
+                for what, damage in [
+                    ("garbage completion marker", 'store.marker_path.write_text("{x")'),
+                    ("garbage manifest", 'store.manifest_path.write_text("[1]")'),
+                    ("data/ deleted", "shutil.rmtree(store.data_dir)"),
+                    ("data file truncated", 'next(store.data_dir.glob("*.arrow")).write_bytes(b"x")'),
+                    (
+                        "data file edited in place",
+                        'f = next(store.data_dir.glob("*.arrow")); b = bytearray(f.read_bytes()); '
+                        "b[-200] ^= 255; f.write_bytes(bytes(b))",
+                    ),
+                ]
+            ],
+        ]
+    ],
     # --- the answer parser ---
     *[
         Case(
