@@ -28,6 +28,10 @@ def test_cpu_election_recipe_tables_and_maps_recomputed_by_hand(tmp_path, tiny_p
     runner = Runner(load_recipe(ROOT / "recipes/election_cpu.yaml", overrides), runs_dir=tmp_path, progress=False)
     runner.build()
     votes = load_from_disk(str(runner.store("votes").data_dir)).to_pandas()
+    people = load_from_disk(str(runner.store("people").data_dir))
+    citizenship = people.features["citizenship"].names
+    eligible = {p for p, c in zip(people["person_id"], people["citizenship"]) if citizenship[c] != "Not a U.S. citizen"}
+    votes = votes[votes.person_id.isin(eligible)]  # the default electorate: citizens 18+
     evaluate = runner.store("evaluate")
     elections = load_from_disk(str(evaluate.dir / "elections")).to_pandas()
     summary = load_from_disk(str(evaluate.dir / "election_summary")).to_pandas()
@@ -37,6 +41,13 @@ def test_cpu_election_recipe_tables_and_maps_recomputed_by_hand(tmp_path, tiny_p
     for style in styles:  # a map per persona style
         assert (evaluate.dir / "artifacts" / f"election_map_{style}.png").stat().st_size > 10_000
     assert (evaluate.dir / "artifacts" / "styles.png").is_file()
+
+    # every table carries the baselines beside the styles, and the styles carry intervals
+    assert {"baseline:uniform", "baseline:national", "baseline:previous_cycle"} <= set(summary["style"])
+    assert {"baseline:uniform", "baseline:national"} <= set(elections["style"])
+    simulated = summary[~summary["style"].str.startswith("baseline:")]
+    assert simulated.mae_ci_low.notna().all() and simulated.national_ci_high.notna().all()
+    assert elections[elections["style"] == "meta"].ci_low.notna().all()
 
     real = {(int(r["year"]), r["state_po"]): r for r in csv.DictReader(RESULTS.open())}
     for (qid, style), group in votes.groupby(["question_id", "style"]):

@@ -188,7 +188,7 @@ def election_run():
 
 def test_election_states_by_hand(election_run):
     _, out = election_run
-    df = out["elections"]
+    df = out["elections"][lambda d: d["style"] == "meta"]
     assert len(df) == 2 * 2 * 3  # weighting x year x state
     for (weighting, year), shares in SIM.items():
         for state, sim in shares.items():
@@ -212,7 +212,7 @@ def test_election_states_by_hand(election_run):
 
 def test_election_summary_by_hand(election_run):
     _, out = election_run
-    summary = out["election_summary"]
+    summary = out["election_summary"][lambda d: d["style"] == "meta"]
     assert len(summary) == 4
     for year in (2016, 2020):  # the file says what the expectations below assume
         assert [RESULTS[(year, s)]["winner"] for s in ("NY", "WY", "FL")] == ["D", "R", "R"]
@@ -260,11 +260,11 @@ def test_aggregates_count_invalid_rows_apart(election_run):
     assert list(unweighted.iloc[0].shares) == pytest.approx([4 / 6, 2 / 6])
     assert set(agg.geography) == {"ALL", "NY", "WY", "FL"}
     assert len(agg) == 2 * 2 * 4  # question x weighting x (3 states + ALL)
-    styles = tables["styles"]
+    styles = tables["styles"][lambda d: d["style"] == "meta"]
     invalid = styles[(styles.metric == "invalid_share") & (styles.weighting == "population")].iloc[0]
     assert invalid.value == pytest.approx(2 / 14)
     mae = styles[(styles.metric == "election_mae_2016") & (styles.weighting == "population")].iloc[0].value
-    summary = tables["election_summary"]
+    summary = tables["election_summary"][lambda d: d["style"] == "meta"]
     want = summary[(summary.weighting == "population") & (summary.year == 2016)].iloc[0].mae_state_share
     assert mae == pytest.approx(want)
     assert out.metrics["answers_invalid"] == 2 and out.metrics["election_questions"] == 2
@@ -352,7 +352,7 @@ def oqa_run():
 
 def test_opinionqa_overall_rows_by_hand(oqa_run):
     out, tables = oqa_run
-    df = tables["opinionqa"]
+    df = tables["opinionqa"][lambda d: d["style"] == "meta"]
     overall = df[df.attribute.isna()].set_index("question_id")
     # Q1: everyone says A = [1, 0, 0] against [0, 0, 1] after dropping "Refused"
     assert (overall.loc["opinionqa/Q1", "alignment"], overall.loc["opinionqa/Q1", "tv"]) == (0.0, 1.0)
@@ -364,15 +364,16 @@ def test_opinionqa_overall_rows_by_hand(oqa_run):
     # Q3: all simulated mass on the refusal -> null, and counted
     assert np.isnan(overall.loc["opinionqa/Q3", "alignment"]) and np.isnan(overall.loc["opinionqa/Q3", "tv"])
     assert out.metrics["opinionqa_null_alignment"] == 2  # Q3 overall, Q2 age 18-29 below
-    styles = tables["styles"].set_index("metric")["value"]
+    styles = tables["styles"][lambda d: d["style"] == "meta"].set_index("metric")["value"]
     assert styles["opinionqa_alignment"] == pytest.approx((0 + 1 - 5 / 24) / 2)
     assert styles["opinionqa_alignment_train"] == 0.0
     assert styles["opinionqa_alignment_held_out"] == pytest.approx(1 - 5 / 24)
+    assert styles["opinionqa_alignment_topic_pew_atp_w1"] == styles["opinionqa_alignment"]  # per wave
 
 
 def test_opinionqa_group_rows_by_hand(oqa_run):
     _, tables = oqa_run
-    df = tables["opinionqa"]
+    df = tables["opinionqa"][lambda d: d["style"] == "meta"]
     groups = df[(df.question_id == "opinionqa/Q2") & df.attribute.notna()].set_index(["attribute", "group"])
     assert set(groups.index) == {("SEX", "Male"), ("SEX", "Female"), ("AGE", "18-29")}
     # men: m1 refused, m2 said B -> [0, 1, 0]; Pew men [0, 3, 0] -> identical
@@ -517,7 +518,9 @@ def test_paper_mode_people_weigh():
         ),
     )
     a, q = answers(ELECTION_ANSWERS[:3], persons), questions(load_seed_set("election")[:1])
-    out = run(Options(), {"questions": q, "people": paper, "answers": a}, CTX)
+    with pytest.raises(DataError, match="electorate: adults"):
+        run(Options(), {"questions": q, "people": paper, "answers": a}, CTX)
+    out = run(Options(electorate="adults"), {"questions": q, "people": paper, "answers": a}, CTX)
     agg = out.data.to_pandas().set_index(["weighting", "geography"])
     assert list(agg.loc[("population", "NY"), "shares"]) == pytest.approx([2 / 5, 3 / 5])
 
@@ -564,14 +567,352 @@ def test_end_to_end_through_the_runner(write_recipe, tmp_path):
     agg = load_from_disk(str(store.data_dir)).to_pandas()
     # 5 questions x 2 styles x 2 weightings x (3 states + ALL)
     assert len(agg) == 5 * 2 * 2 * 4
-    assert set(manifest["outputs"]) == {"data", "elections", "election_summary", "opinionqa", "styles"}
+    assert set(manifest["outputs"]) == {"data", "elections", "election_summary", "opinionqa", "styles", "comparisons"}
     summary = load_from_disk(str(store.dir / "election_summary")).to_pandas()
+    summary = summary[~summary["style"].str.startswith("baseline:")]
     assert len(summary) == 3 * 2 * 2 and (summary.states == 3).all()
     totals = dict(zip(summary.year, summary.electoral_votes_total))
     assert totals == {2016: 29 + 3 + 3, 2020: 29 + 3 + 3, 2024: 28 + 3 + 3}  # 2010, then 2020 apportionment
     oqa = load_from_disk(str(store.dir / "opinionqa")).to_pandas()
-    overall = oqa[oqa.attribute.isna()]
+    overall = oqa[oqa.attribute.isna() & ~oqa["style"].str.startswith("baseline:")]
     assert len(overall) == 2 * 2 * 2 and overall.alignment.between(0, 1).all()
     for plot in ("election_map_meta.png", "election_map_descriptive.png", "styles.png"):
         assert (store.dir / "artifacts" / plot).stat().st_size > 1000
     assert manifest["summary"]["plots"] and manifest["summary"]["opinionqa"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# baselines, by hand from the vendored results
+
+
+def real_share(year: int, state: str) -> float:
+    return float(RESULTS[(year, state)]["dem_two_party_share"])
+
+
+def test_election_baselines_by_hand(election_run):
+    _, out = election_run
+    summary = out["election_summary"]
+    pop = summary[(summary.weighting == "population") & (summary.year == 2020)].set_index("style")
+    states = ("NY", "WY", "FL")
+    # previous cycle: each state's 2016 share as the 2020 prediction
+    mae = sum(abs(real_share(2016, s) - real_share(2020, s)) for s in states) / 3
+    assert pop.loc["baseline:previous_cycle", "mae_state_share"] == pytest.approx(mae)
+    assert pop.loc["baseline:previous_cycle", "winner_accuracy"] == 1.0  # NY D, WY R, FL R both years
+    # national: Biden's two-party share of every vote cast for Biden or Trump, in every state and DC
+    dem = sum(float(r["dem_votes"]) for (y, _), r in RESULTS.items() if y == 2020)
+    rep = sum(float(r["rep_votes"]) for (y, _), r in RESULTS.items() if y == 2020)
+    national = dem / (dem + rep)
+    assert national == pytest.approx(0.5226, abs=1e-3)
+    assert pop.loc["baseline:national", "mae_state_share"] == pytest.approx(
+        sum(abs(national - real_share(2020, s)) for s in states) / 3
+    )
+    assert pop.loc["baseline:national", "sim_electoral_votes_dem"] == 61  # D everywhere: 29 + 3 + 29
+    # uniform: 0.5 everywhere, a tie that calls no state and wins no electors
+    assert pop.loc["baseline:uniform", "mae_state_share"] == pytest.approx(
+        sum(abs(0.5 - real_share(2020, s)) for s in states) / 3
+    )
+    assert pop.loc["baseline:uniform", ["winner_accuracy", "sim_electoral_votes_dem"]].tolist() == [0.0, 0]
+    assert pop.loc["baseline:uniform", ["mae_ci_low", "mae_ci_high"]].isna().all()  # no persons, no interval
+    # no 2012 results shipped: 2016 has no previous-cycle baseline
+    assert "baseline:previous_cycle" not in set(summary[summary.year == 2016]["style"])
+    # the styles table: baselines as rows, each style's row says by how much it beats them (positive = better)
+    styles = out["styles"]
+    sel = styles[(styles.weighting == "population") & (styles.metric == "election_mae_2020")].set_index("style")
+    assert sel.loc["baseline:previous_cycle", "value"] == pytest.approx(mae)
+    meta = sel.loc["meta"]
+    assert meta.vs_previous_cycle == pytest.approx(mae - meta.value)
+    assert meta.vs_uniform == pytest.approx(sel.loc["baseline:uniform", "value"] - meta.value)
+    assert np.isnan(meta.vs_overall_human) and np.isnan(meta.vs_base)
+    cmp = out["comparisons"]
+    row = cmp[(cmp.weighting == "population") & (cmp.metric == "election_mae_2020")]
+    row = row[row.versus == "baseline:previous_cycle"]
+    assert row.iloc[0].improvement == pytest.approx(mae - meta.value) and row.iloc[0].beats == (mae > meta.value)
+
+
+def test_opinionqa_baselines_by_hand(oqa_run):
+    _, tables = oqa_run
+    df = tables["opinionqa"]
+    q2 = df[(df.question_id == "opinionqa/Q2") & df["style"].str.startswith("baseline:")]
+    q2 = q2.set_index(["style", "attribute", "group"], drop=False)["alignment"]
+    # Q2 human [1/4]*4 -> [1/3, 1/3, 1/3] without "Refused": the uniform guess is exact
+    assert q2[("baseline:uniform", None, None)] == pytest.approx(1.0)
+    # men [0, 3, 0] vs the overall [1/3]*3: CDFs [0, 1, 1] vs [1/3, 2/3, 1] -> W1 2/3 over a span of 2
+    assert q2[("baseline:overall_human", "SEX", "Male")] == pytest.approx(1 - (2 / 3) / 2)
+    # the human spread for men: the other sex, women [1/2, 0, 1/2]: CDFs [1/2, 1/2, 1] vs [0, 1, 1] -> W1 1
+    assert q2[("baseline:human_groups", "SEX", "Male")] == pytest.approx(0.5)
+    # overall spread: mean alignment with the overall of men (2/3), women (5/6) and 18-29 ([1/3]*3: 1)
+    assert q2[("baseline:human_groups", None, None)] == pytest.approx((2 / 3 + 5 / 6 + 1) / 3)
+    assert ("baseline:overall_human", None, None) not in q2.index  # every group's prediction, not the overall's
+    styles = tables["styles"]
+    align = styles[styles.metric == "opinionqa_alignment"].set_index("style")
+    meta = align.loc["meta"]
+    # meta's overall alignment averages Q1 and Q2 (Q3 is null); baselines on the same questions
+    uniform_q1 = M.compare([1, 1, 1, 1], OQA[0]["human_distribution"], OQA[0]["ordinal"], 3)[0]
+    assert meta.vs_uniform == pytest.approx(meta.value - (uniform_q1 + 1.0) / 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bootstrap intervals
+
+
+def binomial_quantile(n: int, p: float, q: float) -> float:
+    """The q-quantile of Binomial(n, p) / n, exactly (the bootstrap distribution of a mean of n 0/1 answers)."""
+    from math import comb
+
+    total = 0.0
+    for k in range(n + 1):
+        total += comb(n, k) * p**k * (1 - p) ** (n - k)
+        if total >= q:
+            return k / n
+    return 1.0
+
+
+def test_bootstrap_interval_of_a_share_matches_the_closed_form():
+    """400 persons in one state, 120 vote Clinton: resampling persons makes the share Binomial(400, 0.3) / 400,
+    whose 2.5% and 97.5% quantiles the percentile interval must hit (and the normal approximation roughly)."""
+    n, dem = 400, 120
+    persons = [{"person_id": f"p{i}", "geography": "NY", "weight": 1.0} for i in range(n)]
+    rows = [{"person_id": f"p{i}", "question_id": "election/1", "choice": 1 if i < dem else 0} for i in range(n)]
+    q = questions(load_seed_set("election")[:1])
+    _, tables = evaluate(answers(rows, persons), people(persons), q, weightings=["unweighted"], bootstrap=4000)
+    ny = tables["elections"][lambda d: d["style"] == "meta"].iloc[0]
+    assert ny.sim_dem_share == pytest.approx(0.3)
+    lo, hi = binomial_quantile(n, 0.3, 0.025), binomial_quantile(n, 0.3, 0.975)
+    assert ny.ci_low == pytest.approx(lo, abs=1.5 / n) and ny.ci_high == pytest.approx(hi, abs=1.5 / n)
+    se = (0.3 * 0.7 / n) ** 0.5
+    assert ny.ci_low == pytest.approx(0.3 - 1.96 * se, abs=0.006)
+    assert ny.ci_high == pytest.approx(0.3 + 1.96 * se, abs=0.006)
+    # the same seed gives the same interval
+    again = evaluate(answers(rows, persons), people(persons), q, weightings=["unweighted"], bootstrap=4000)[1]
+    assert again["elections"].iloc[-1].ci_low == ny.ci_low
+
+
+def test_paired_bootstrap_of_identical_styles_is_zero():
+    """Two styles that answer alike differ by exactly 0 in every draw (same persons resampled for both); an
+    unpaired comparison would give an interval as wide as two shares' intervals."""
+    persons = [{"person_id": f"p{i}", "geography": g, "weight": 1.0} for i, g in enumerate(["NY", "FL"] * 20)]
+    rows = []
+    for i, p in enumerate(persons):
+        for style in ("meta", "descriptive"):
+            rows.append({"person_id": p["person_id"], "question_id": "election/1", "choice": i % 3 % 2, "style": style})
+    q = questions(load_seed_set("election")[:1])
+    _, tables = evaluate(answers(rows, persons), people(persons), q, weightings=["unweighted"], bootstrap=200)
+    cmp = tables["comparisons"]
+    pair = cmp[(cmp["style"] == "meta") & (cmp.versus == "descriptive") & (cmp.metric == "election_mae_2016")].iloc[0]
+    assert (pair.improvement, pair.ci_low, pair.ci_high, pair.significant) == (0.0, 0.0, 0.0, False)
+    mae = tables["election_summary"][lambda d: d["style"] == "meta"].iloc[0]
+    assert mae.mae_ci_low < mae.mae_state_share < mae.mae_ci_high
+
+
+def test_replicate_sums_and_many_comparisons_match_the_plain_computation(monkeypatch):
+    from factory.evaluate import bootstrap
+    from factory.evaluate.bootstrap import person_counts, replicate_sums
+
+    rng = np.random.default_rng(0)
+    geos = np.array(["NY"] * 5 + ["FL"] * 3)
+    counts = person_counts(geos, 7, lambda g: np.random.default_rng(len(g) + ord(g[0])))
+    assert (counts[:, :5].sum(axis=1) == 5).all() and (counts[:, 5:].sum(axis=1) == 3).all()
+    person = rng.integers(0, 8, 40)
+    weight = rng.random(40)
+    vectors = rng.dirichlet([1, 1, 1], 40)
+    codes = rng.integers(-1, 4, 40)
+    got = replicate_sums(counts, person, weight, vectors, codes, 4)
+    for b in range(7):
+        for g in range(4):
+            m = codes == g
+            w = counts[b, person[m]] * weight[m]
+            assert got[b, g, :3] == pytest.approx((w[:, None] * vectors[m]).sum(axis=0), rel=1e-5)
+            assert got[b, g, 3] == pytest.approx(w.sum(), rel=1e-5)
+    monkeypatch.setattr(bootstrap, "CHUNK_CELLS", 7 * 3)  # chunks of 3 persons, kept within each block
+    block = codes % 2  # any partition the groups lie within
+    assert replicate_sums(counts, person, weight, vectors, codes, 4, block=block) == pytest.approx(got, rel=1e-5)
+    ordinal, human = [1.0, 2.0, 3.0, None], [0.1, 0.2, 0.3, 0.4]
+    sims = rng.dirichlet([1, 1, 1, 1], 6)
+    alignment, tv = M.compare_many(sims, human, ordinal, 3)
+    for s, a, t in zip(sims, alignment, tv):
+        assert (a, t) == pytest.approx(M.compare(s, human, ordinal, 3))
+
+
+def test_no_bootstrap_gives_null_intervals(election_run):
+    out = run(Options(bootstrap=0), {"answers": answers(ELECTION_ANSWERS, PERSONS), "people": people(PERSONS),
+              "questions": questions(load_seed_set("election")[:2])}, CTX)  # fmt: skip
+    states = out.extras["elections"].to_pandas()
+    assert states.ci_low.isna().all()
+    with_draws = election_run[1]["elections"]
+    assert (
+        states[states["style"] == "meta"].sim_dem_share.tolist()
+        == with_draws[with_draws["style"] == "meta"].sim_dem_share.tolist()
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# electorate and turnout
+
+
+def test_eligible_electorate_leaves_non_citizens_out():
+    persons = [
+        {"person_id": "c", "geography": "NY", "weight": 1.0},
+        {"person_id": "n", "geography": "NY", "weight": 1.0, "citizenship": "Not a U.S. citizen"},
+        {"person_id": "z", "geography": "NY", "weight": 1.0, "citizenship": "Naturalized U.S. citizen"},
+    ]
+    rows = [  # election/1 options: [Trump, Clinton]
+        {"person_id": "c", "question_id": "election/1", "choice": 0},
+        {"person_id": "n", "question_id": "election/1", "choice": 1},
+        {"person_id": "z", "question_id": "election/1", "choice": 1},
+    ]
+    a, p, q = answers(rows, persons), people(persons), questions(load_seed_set("election")[:1])
+    out, tables = evaluate(a, p, q, weightings=["unweighted"])
+    ny = tables["elections"][lambda d: d["style"] == "meta"].iloc[0]
+    assert ny.sim_dem_share == pytest.approx(1 / 2) and ny.n_valid == 2
+    assert out.metrics["answers_outside_electorate"] == 1
+    adults = evaluate(a, p, q, weightings=["unweighted"], electorate="adults")[1]["elections"]
+    assert adults[adults["style"] == "meta"].iloc[0].sim_dem_share == pytest.approx(2 / 3)
+
+
+def turnout_options(tmp_path, text: str) -> Options:
+    path = tmp_path / "turnout.csv"
+    path.write_text(text)
+    return Options.model_validate(
+        {"weightings": ["population", "turnout"], "turnout": "turnout.csv"}, context={"base_dir": tmp_path}
+    )
+
+
+def test_turnout_weighting_multiplies_weights_by_rates(tmp_path):
+    persons = [
+        {"person_id": "y", "geography": "NY", "weight": 1.0, "age": 20},
+        {"person_id": "o", "geography": "NY", "weight": 1.0, "age": 70},
+    ]
+    rows = [
+        {"person_id": "y", "question_id": "election/1", "choice": 1},
+        {"person_id": "o", "question_id": "election/1", "choice": 0},
+    ]
+    a, p, q = answers(rows, persons), people(persons), questions(load_seed_set("election")[:1])
+    bands = [b for b in vocab.AGE]
+    text = "age_band,rate\n" + "".join(f"{b},{0.2 if i == 0 else 0.8}\n" for i, b in enumerate(bands))
+    options = turnout_options(tmp_path, text)
+    out = run(options, {"answers": a, "people": p, "questions": q}, CTX)
+    states = out.extras["elections"].to_pandas()
+    turnout = states[(states["style"] == "meta") & (states.weighting == "turnout")].iloc[0]
+    young = next(i for i, (lo, hi) in enumerate(vocab.AGE_BANDS) if lo <= 20 <= hi)
+    rate_young = 0.2 if young == 0 else 0.8
+    assert turnout.sim_dem_share == pytest.approx(rate_young / (rate_young + 0.8))
+    for bad, match in (
+        ("age_band,rat\n", "missing column 'rate'"),
+        ("age_bnd,rate\n", r"column 'age_bnd' is not a people column \(did you mean 'age_band'"),
+        ("age_band,rate\nnot a band,0.5\n", r"row 2, column age_band: unknown category 'not a band'"),
+        (f"age_band,rate\n{bands[0]},1.5\n", r"row 2, column rate: 1.5 is not a rate"),
+        (f"age_band,rate\n{bands[0]},0.5\n", "no rate for people with age_band="),
+    ):
+        with pytest.raises(DataError, match=match):
+            run(turnout_options(tmp_path, bad), {"answers": a, "people": p, "questions": q}, CTX)
+    with pytest.raises(ValueError, match="go together"):
+        Options(weightings=["turnout"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# several answer inputs: models side by side
+
+
+def test_several_answer_inputs_are_reported_as_models(tmp_path):
+    q = questions(load_seed_set("election")[:2])
+    flipped = [{**r, "choice": None if r["choice"] is None else 1 - r["choice"]} for r in ELECTION_ANSWERS]
+    inputs = {
+        "answers": {"small": answers(ELECTION_ANSWERS, PERSONS), "big": answers(flipped, PERSONS)},
+        "people": people(PERSONS),
+        "questions": q,
+    }
+    out = run(Options(), inputs, CTX)
+    summary = out.extras["election_summary"].to_pandas()
+    styles = summary[summary["style"] == "meta"]
+    assert set(styles.model) == {"small", "big"} and len(styles) == 2 * 2 * 2  # models x years x weightings
+    small = styles[(styles.model == "small") & (styles.year == 2016) & (styles.weighting == "population")].iloc[0]
+    assert small.mae_state_share == pytest.approx(
+        sum(abs(SIM[("population", 2016)][s] - real_share(2016, s)) for s in ("NY", "WY", "FL")) / 3
+    )
+    assert set(summary[summary["style"] == "baseline:uniform"].model) == {"small", "big"}
+    tables_out = {"data": out.data, **out.extras}
+    result = summarize(Options(), tables_out, CTX, tmp_path)
+    assert (tmp_path / "election_map_small_meta.png").exists() and (tmp_path / "election_map_big_meta.png").exists()
+    assert {r["model"] for r in result["figures"]} == {"small", "big"}
+    section = (tmp_path / "card_section.md").read_text()
+    assert "baseline:previous_cycle" in section and "95% bootstrap" in section
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# your own survey as ground truth
+
+
+SURVEY_QUESTIONS = "id,topic,question,options\nq1,Parks,Should the city build more parks?,Yes|Maybe|No\n"
+
+
+def survey_questions(tmp_path, human: str):
+    from factory.stages.questions import Options as QuestionOptions
+    from factory.stages.questions import run as questions_run
+
+    (tmp_path / "survey.csv").write_text(SURVEY_QUESTIONS)
+    (tmp_path / "answers.csv").write_text(human)
+    options = QuestionOptions.model_validate(
+        {"files": ["survey.csv"], "human_answers": ["answers.csv"]}, context={"base_dir": tmp_path}
+    )
+    return questions_run(options, {}, StageContext(recipe="t", stage="questions", seed=0)).data
+
+
+def test_user_survey_answers_are_ground_truth(tmp_path):
+    human = (
+        "question_id,attribute,group,option,count\n"
+        "q1,,,Yes,50\nq1,,,Maybe,25\nq1,,,No,25\n"
+        "q1,SEX,Female,Yes,30\nq1,SEX,Female,No,10\n"
+        "survey/q1,SEX,Male,Yes,20\nq1,SEX,Male,maybe,25\nq1,SEX,Male,No,15\n"
+    )
+    q = survey_questions(tmp_path, human)
+    row = q.to_list()[0]
+    assert row["human_distribution"] == [0.5, 0.25, 0.25] and row["human_n"] == 100
+    assert row["ordinal"] == [1.0, 2.0, 3.0]
+    groups = {(g["attribute"], g["group"]): g["counts"] for g in row["human_groups"]}
+    assert groups == {("SEX", "Female"): [30, 0, 10], ("SEX", "Male"): [20, 25, 15]}
+    persons = [
+        {"person_id": "f", "geography": "NY", "weight": 1.0, "sex": "Female"},
+        {"person_id": "m", "geography": "NY", "weight": 1.0, "sex": "Male"},
+    ]
+    rows = [
+        {"person_id": "f", "question_id": "survey/q1", "choice": 0},
+        {"person_id": "m", "question_id": "survey/q1", "choice": 2},
+    ]
+    _, tables = evaluate(
+        answers(rows, persons), people(persons), q, weightings=["unweighted"], group_attributes=["SEX"]
+    )
+    oqa = tables["opinionqa"].set_index(["style", "attribute", "group"], drop=False)
+    # women: all Yes = [1, 0, 0] vs [3/4, 0, 1/4]: CDFs [1, 1, 1] vs [3/4, 3/4, 1] -> W1 1/2 over a span of 2
+    assert oqa.loc[("meta", "SEX", "Female"), "alignment"] == pytest.approx(1 - 0.5 / 2)
+    # overall: [1/2, 0, 1/2] vs [1/2, 1/4, 1/4]: CDFs [1/2, 1/2, 1] vs [1/2, 3/4, 1] -> W1 1/4
+    assert oqa.loc[("meta", None, None), "alignment"] == pytest.approx(1 - 0.25 / 2)
+
+
+@pytest.mark.parametrize(
+    "human, message",
+    [
+        (
+            "question_id,attribute,group,option,share\nq1,,,Yes,0.5\nq1,,,No,0.4\n",
+            r"rows 2-3, column share: .*sum to 0.9, not 1",
+        ),
+        (
+            "question_id,attribute,group,option,share\nq1,,,Perhaps,1\n",
+            r"row 2, column option: 'Perhaps' is not an option",
+        ),
+        (
+            "question_id,attribute,group,option,share\nq1,SEX,Men,Yes,1\n",
+            r"row 2, column group: unknown SEX group 'Men'",
+        ),
+        ("question_id,attribute,group,option,share\nq9,,,Yes,1\n", r"row 2, column question_id: no question 'q9'"),
+        (
+            "question_id,attribute,group,option,share\nq1,GENDER,Male,Yes,1\n",
+            r"row 2, column attribute: unknown attribute",
+        ),
+        ("question_id,attribute,group,option,share\nq1,,,Yes,lots\n", r"row 2, column share: 'lots' is not a number"),
+        ("question_id,attribute,group,option\nq1,,,Yes\n", r"give one of the columns 'share' or 'count'"),
+    ],
+)
+def test_malformed_survey_answers_fail_in_one_line(tmp_path, human, message):
+    with pytest.raises(DataError, match=message) as caught:
+        survey_questions(tmp_path, human)
+    assert "answers.csv" in str(caught.value) and "\n" not in str(caught.value)

@@ -43,14 +43,14 @@ def test_survey_stages_listed_in_any_order_are_matched_to_their_roles(write_reci
             """
   personas: {uses: personas, inputs: [paper], backend: small, styles: [descriptive]}
   votes: {uses: answers, inputs: [election, personas, people], backend: small}
-  evaluate: {uses: evaluate, inputs: [election, votes, paper]}
+  evaluate: {uses: evaluate, inputs: [election, votes, paper], electorate: adults}
 """,
         )
     )
     roles = {name: recipe.stages[name].roles for name in ("personas", "votes", "evaluate")}
     assert roles["personas"] == {"people": "paper"}
     assert roles["votes"] == {"people": "people", "personas": "personas", "questions": "election"}
-    assert roles["evaluate"] == {"answers": "votes", "people": "paper", "questions": "election"}
+    assert roles["evaluate"] == {"answers": ["votes"], "people": "paper", "questions": "election"}  # a `many` role
 
 
 def test_evaluate_fed_personas_instead_of_answers_fails_at_load(write_recipe):
@@ -72,7 +72,7 @@ def test_evaluate_with_a_named_role_lacking_its_columns_fails_at_load(write_reci
             write_recipe,
             """
   votes: {uses: answers, inputs: [people, election], backend: small}
-  evaluate: {uses: evaluate, inputs: {answers: votes, people: paper, questions: people}}
+  evaluate: {uses: evaluate, inputs: {answers: votes, people: paper, questions: people}, electorate: adults}
 """,
         )
     )
@@ -105,6 +105,34 @@ def test_raked_weighting_over_people_without_raking_weights_fails_at_load(write_
     )
     assert message.startswith("stages.evaluate.inputs")
     assert "'raking_weight'" in message
+
+
+def test_eligible_electorate_over_paper_people_fails_at_load(write_recipe):
+    """The default electorate (citizens 18+) needs the people's citizenship, which paper-mode people lack."""
+    message = wiring_error(
+        survey(
+            write_recipe,
+            """
+  votes: {uses: answers, inputs: [paper, election], backend: small, mode: logprob}
+  evaluate: {uses: evaluate, inputs: {answers: votes, people: paper, questions: election}}
+""",
+        )
+    )
+    assert message.startswith("stages.evaluate.inputs.people") and "'citizenship'" in message
+
+
+def test_evaluate_takes_several_answer_inputs(write_recipe):
+    recipe = load_recipe(
+        survey(
+            write_recipe,
+            """
+  small: {uses: answers, inputs: [people, election], backend: small, mode: logprob}
+  big: {uses: answers, inputs: [people, election], backend: small, mode: logprob, styles: [meta]}
+  evaluate: {uses: evaluate, inputs: [small, big, people, election]}
+""",
+        )
+    )
+    assert recipe.stages["evaluate"].roles == {"answers": ["small", "big"], "people": "people", "questions": "election"}
 
 
 # ---------------------------------------------------------------------------------------------------------------

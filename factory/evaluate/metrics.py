@@ -55,19 +55,20 @@ def probability_vectors(
         raise DataError(f"answers: {what}: choice {int(picked.max())} but the question has {k} options")
     out[sampled, picked] = 1.0
 
-    for i in np.flatnonzero(ok & logprob):
-        d = distribution[i]
-        if d is None:
-            ok[i] = False
-            continue
-        d = np.asarray(d, dtype=np.float64)
-        if d.shape != (k,):
-            raise DataError(f"answers: {what}: a distribution of {d.size} values for {k} options")
-        total = d.sum()
-        if not np.isfinite(total) or total <= 0 or (d < 0).any():
-            ok[i] = False
-            continue
-        out[i] = d / total  # float32 sums drift from 1 by ~1e-7; renormalise so shares sum to 1 exactly
+    rows = np.flatnonzero(ok & logprob)
+    given = np.array([distribution[i] is not None for i in rows], dtype=bool)
+    ok[rows[~given]] = False
+    rows = rows[given]
+    if len(rows):
+        lengths = np.array([len(distribution[i]) for i in rows])
+        if (lengths != k).any():
+            raise DataError(f"answers: {what}: a distribution of {lengths[lengths != k][0]} values for {k} options")
+        d = np.array([distribution[i] for i in rows], dtype=np.float64).reshape(len(rows), k)
+        total = d.sum(axis=1)
+        good = np.isfinite(total) & (total > 0) & ~(d < 0).any(axis=1)
+        ok[rows[~good]] = False
+        # float32 sums drift from 1 by ~1e-7; renormalise so shares sum to 1 exactly
+        out[rows[good]] = d[good] / total[good, None]
     return out, ok
 
 
@@ -326,3 +327,55 @@ def pew_group(attribute: str, values: list) -> list[str | None]:
         ]
     table = PEW_GROUPS[attribute]
     return [table.get(v) for v in values]
+
+
+def compare_many(
+    sim: np.ndarray, human: list[float] | np.ndarray, ordinal: list[float | None], refusal_index: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`compare` for many simulated distributions at once (rows of `sim`, e.g. bootstrap draws): (alignment, tv)
+    arrays, NaN where `compare` gives null."""
+    sim = np.atleast_2d(np.asarray(sim, dtype=np.float64))
+    nan = np.full(len(sim), np.nan)
+    keep = ordinal_support(ordinal, refusal_index)
+    if len(keep) == 0:
+        return nan, nan.copy()
+    q = np.asarray(human, dtype=np.float64)[keep]
+    if q.sum() <= 0:
+        return nan, nan.copy()
+    q = q / q.sum()
+    p = sim[:, keep]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = p / p.sum(axis=1, keepdims=True)  # rows without mass (or NaN draws) become NaN and stay NaN
+    tv = 0.5 * np.abs(p - q).sum(axis=1)
+    positions = np.array([ordinal[i] for i in keep], dtype=np.float64)
+    span = positions.max() - positions.min()
+    if span <= 0:
+        return nan, tv
+    order = np.argsort(positions, kind="stable")
+    gap = np.abs(np.cumsum(p[:, order], axis=1) - np.cumsum(q[order]))
+    w1 = (gap[:, :-1] * np.diff(positions[order])).sum(axis=1)
+    return 1.0 - w1 / span, tv
+
+
+def summary_draws(
+    shares: np.ndarray, real: np.ndarray, real_winners: list[str], votes: np.ndarray, electors: np.ndarray
+) -> dict[str, np.ndarray]:
+    """`summary`'s figures for draws x states simulated shares (NaN: a state without valid answers in a draw,
+    left out of that draw's figures): mae_state_share, winner_accuracy, sim_electoral_votes_dem,
+    sim_national_dem_share, signed_bias, each an array over draws."""
+    shares = np.atleast_2d(shares)
+    have = np.isfinite(shares)
+    err = shares - real
+    won = np.where(shares > 0.5, "D", np.where(shares < 0.5, "R", "tie"))
+    right = (won == np.asarray(real_winners)) & have
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = have.sum(axis=1).astype(np.float64)
+        n[n == 0] = np.nan
+        v = np.where(have, votes, 0.0)
+        return {
+            "mae_state_share": np.where(have, np.abs(err), 0.0).sum(axis=1) / n,
+            "winner_accuracy": right.sum(axis=1) / n,
+            "sim_electoral_votes_dem": ((shares > 0.5) * electors).sum(axis=1).astype(np.float64),
+            "sim_national_dem_share": (v * np.where(have, shares, 0.0)).sum(axis=1) / v.sum(axis=1),
+            "signed_bias": np.where(have, err, 0.0).sum(axis=1) / n,
+        }

@@ -1,4 +1,5 @@
-"""Evaluation plots (matplotlib, Agg backend): a tile-grid US map of election errors and a style comparison chart."""
+"""Evaluation plots (matplotlib, Agg backend): a tile-grid US map of election errors and a style comparison chart
+with intervals and baselines."""
 
 from __future__ import annotations
 
@@ -85,20 +86,43 @@ def election_map(panels: dict[int, dict[str, float]], path: Path, title: str) ->
     plt.close(fig)
 
 
-def styles_chart(values: dict[str, dict[str, float]], path: Path, title: str) -> None:
-    """Grouped bars: `values[series][metric]`, one group per metric, one bar per persona style (series)."""
+def styles_chart(
+    values: dict[str, dict[str, float]],
+    path: Path,
+    title: str,
+    intervals: dict[str, dict[str, tuple]] | None = None,
+    baselines: dict[str, dict[str, float]] | None = None,
+) -> None:
+    """Grouped bars: `values[series][metric]`, one group per metric, one bar per persona style (series), with
+    `intervals[series][metric]` = (low, high) as error bars and `baselines[name][metric]` as a dashed line across
+    the metric's group (one line style per baseline)."""
     import numpy as np
 
     plt = _pyplot()
+    intervals, baselines = intervals or {}, baselines or {}
     metrics = sorted({m for v in values.values() for m in v})
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(metrics) + 2.5), 3.8))
     width = 0.8 / max(len(values), 1)
+    x = np.arange(len(metrics))
     for k, (series, v) in enumerate(values.items()):
-        ax.bar(np.arange(len(metrics)) + k * width, [v.get(m, np.nan) for m in metrics], width, label=series)
-    ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, metrics, rotation=30, ha="right", fontsize=7)
+        heights = np.array([v.get(m, np.nan) for m in metrics], dtype=float)
+        spans = [intervals.get(series, {}).get(m, (None, None)) for m in metrics]
+        low = np.array([h - lo if lo is not None and lo == lo else 0.0 for h, (lo, _) in zip(heights, spans)])
+        high = np.array([hi - h if hi is not None and hi == hi else 0.0 for h, (_, hi) in zip(heights, spans)])
+        yerr = np.clip(np.nan_to_num(np.vstack([low, high])), 0, None)
+        ax.bar(x + k * width, heights, width, label=series, yerr=yerr, capsize=2, error_kw={"linewidth": 0.7})
+    styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 1))]
+    for j, (name, v) in enumerate(sorted(baselines.items())):
+        label = name  # one legend entry per baseline
+        for i, m in enumerate(metrics):
+            if m in v and v[m] == v[m]:
+                left = i - width / 2
+                ax.hlines(v[m], left, left + 0.8, colors="black", linestyles=styles[j % len(styles)], label=label)
+                label = None
+    ax.set_xticks(x + 0.4 - width / 2, metrics, rotation=30, ha="right", fontsize=7)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_ylabel("value (shares; alignment 1 = human-like)", fontsize=8)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})

@@ -17,6 +17,10 @@ Example:
         with_human_distribution: true   # only questions with Pew answer distributions (OpinionQA's 684)
         sample: 50                      # seeded: the same recipe seed gives the same 50
 
+Your own survey as ground truth: `human_answers: [answers.csv]` attaches answer distributions, overall and by Pew-like
+group, to the questions of `files:` (a long CSV, `factory/questions/survey.py`), and `evaluate` scores alignment
+against them as it does for OpinionQA.
+
 Selection happens in this order: load sets and files -> drop duplicates -> filter by topics / ids / human data
 -> seeded sample. Duplicates are the same normalised text with the same options. A question that carries human
 answer data is never dropped (OpinionQA asks some questions in two waves: separate measurements); of a group
@@ -161,6 +165,12 @@ class Options(StageOptions):
         description="user question files: .json in the studies' context.json shape, or .csv with topic,question"
         " (optional id, options as 'A|B|C'); paths relative to the recipe",
     )
+    human_answers: list[DataFile] | None = Field(
+        None,
+        description="your survey's answer distributions for the questions of `files:`, overall and by group: long"
+        " CSVs of question_id,attribute,group,option,share (or count); see factory/questions/survey.py",
+        json_schema_extra={"fingerprint": "omit_if_none"},
+    )
     topics: list[str] | None = Field(None, description="keep questions whose topic is one of these (case-insensitive)")
     ids: list[str] | None = Field(None, description="keep these question ids ('opinionqa/GUN_W26' or 'GUN_W26')")
     with_human_distribution: bool = Field(False, description="keep only questions with human answer distributions")
@@ -252,6 +262,11 @@ def select(options: Options, ctx: StageContext) -> tuple[list[dict], dict[str, f
     for path in options.files:
         rows += load_file(path.resolved, path.resolved.stem)
     loaded = len(rows)
+    for path in options.human_answers or []:
+        from factory.questions.survey import attach
+
+        if not attach(path.resolved, [r for r in rows if r["source"] not in options.sets]):
+            raise DataError(f"{path}: no rows")
 
     seen_ids: set[str] = set()
     for row in rows:
