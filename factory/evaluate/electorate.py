@@ -1,8 +1,8 @@
 """Who votes: the voting-eligible population, and turnout rates from a user CSV.
 
 Eligible (the default electorate of election questions): citizens aged 18 or more, from the census joint's
-`citizenship` attribute (by birth or naturalised; the ACS counts non-citizen adults, about 7% of US adults in
-2018, up to 14% in California). Real results are votes of citizens, so letting non-citizens vote moves a state's
+`citizenship` attribute (by birth or naturalised; non-citizens are several percent of US adults in the ACS, more in
+California or Texas). Real results are votes of citizens, so letting non-citizens vote moves a state's
 simulated share toward whatever the non-citizen part of its population answers. `adults` keeps every adult (the
 persona-catch study's electorate) to compare.
 
