@@ -272,8 +272,20 @@ def test_personas_on_replicas_equal_local(cluster, tmp_path, tiny_path, one_thre
     replicas = manifest["cluster"]["pools"]["tiny"]["replicas"]
     assert len(replicas) == 2 and all(r["requests"] > 0 for r in replicas.values())
     assert len({r["node"] for r in replicas.values()}) == 2  # one replica per node
-    if (local.store("personas").dir / "failures").exists():
-        same_outputs(local, remote, "personas", "failures")
+    # failures: the same persons and styles fail; a failed answer's raw text (garbage the tiny model ran on with)
+    # may differ late in the text, as it does between batch sizes locally: its neighbours in the engine differ
+    assert _failed(local) == _failed(remote)
+
+
+def _failed(runner: Runner) -> list[tuple[str, str]]:
+    import json
+
+    from datasets import load_from_disk
+
+    folder = runner.store("personas").failures_dir
+    if not folder.exists():
+        return []
+    return sorted((json.loads(r)["person_id"], json.loads(r)["style"]) for r in load_from_disk(str(folder))["record"])
 
 
 @pytest.fixture
