@@ -80,7 +80,7 @@ TABLE_TITLES = {
     "election_summary": "Elections: simulated vs real results",
     "opinionqa": "OpinionQA: alignment with Pew answer distributions",
     "figures": "Figures per style beside the baselines (value [bootstrap interval])",
-    "versus_baselines": "How much each style beats each baseline and `base` (positive = better; * = interval excludes 0)",
+    "versus_baselines": "How much each style beats each baseline and `base` (positive: better; *: interval excludes 0)",
     "targets": "Trait control per target",
     "by_style": "Answers by style and mode",
     "pairs_by_target": "Pairs by target and split",

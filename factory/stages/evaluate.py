@@ -94,7 +94,7 @@ from pydantic import Field, field_validator, model_validator
 from factory.errors import DataError, did_you_mean
 from factory.evaluate import baselines as BL
 from factory.evaluate import metrics as M
-from factory.evaluate import report
+from factory.evaluate import presentation
 from factory.evaluate.bootstrap import interval, person_counts, replicate_sums, shares_of
 from factory.evaluate.compare import VS_COLUMNS, Tally, tables
 from factory.options import DataFile, StageOptions
@@ -186,7 +186,7 @@ OUTPUTS = {
             "real_national_dem_share": "float64",
             "signed_bias": "float64",
             "bias_toward": "string",
-            **{f"{p}_ci_{end}": "float64" for p in report.SUMMARY_CI.values() for end in ("low", "high")},
+            **{f"{p}_ci_{end}": "float64" for p in presentation.SUMMARY_CI.values() for end in ("low", "high")},
         }
     ),
     "opinionqa": Columns(
@@ -670,7 +670,7 @@ def _elections(agg_rows, election_qs, results, state_draws, options, tally) -> t
                 np.array([total_votes[s] for s in names]),
                 np.array([s["electoral_votes"] for s in states]),
             )
-        for figure, prefix in report.SUMMARY_CI.items():
+        for figure, prefix in presentation.SUMMARY_CI.items():
             lo, hi = interval(None if figure_draws is None else figure_draws[figure], options.confidence)
             summary[f"{prefix}_ci_low"], summary[f"{prefix}_ci_high"] = lo, hi
         summary_rows.append({**ident, **summary})
@@ -729,7 +729,7 @@ def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Pat
     several_models = styles is not None and styles["model"].nunique() > 1
     if "election_summary" in outputs:
         out["election_summary"] = [
-            report.summary_record(r, several_models) for r in outputs["election_summary"].to_list()
+            presentation.summary_record(r, several_models) for r in outputs["election_summary"].to_list()
         ]
     if "elections" in outputs and outputs["elections"].num_rows:
         df = outputs["elections"].to_pandas()
@@ -757,17 +757,17 @@ def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Pat
                 "mode": mo,
                 "weighting": w,
                 "questions": int(g["alignment"].notna().sum()),
-                "alignment": report.with_interval(g["alignment"].mean(), None, None),
-                "tv": report.num(g["tv"].mean()),
+                "alignment": presentation.with_interval(g["alignment"].mean(), None, None),
+                "tv": presentation.num(g["tv"].mean()),
             }
             for (m, s, mo, w), g in df.groupby(["model", "style", "mode", "weighting"], sort=True)
         ]
     if styles is not None and len(styles):
         styles = styles[styles["weighting"] == weighting]
-        out["figures"] = report.figures(styles, several_models)
+        out["figures"] = presentation.figures(styles, several_models)
         comparisons = outputs["comparisons"].to_pandas() if "comparisons" in outputs else None
         if comparisons is not None and len(comparisons):
-            out["versus_baselines"] = report.versus_records(
+            out["versus_baselines"] = presentation.versus_records(
                 comparisons[comparisons["weighting"] == weighting], several_models
             )
         main = styles[styles["metric"].str.match(MAIN_METRICS)]
@@ -787,7 +787,7 @@ def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Pat
             title = f"Persona styles compared ({weighting} weighting; bars: {options.confidence:.0%} intervals)"
             plots.styles_chart(series, artifacts / "styles.png", title, intervals=spans, baselines=lines)
             out["plots"].append("artifacts/styles.png")
-    report.card_section(
+    presentation.card_section(
         artifacts / "card_section.md",
         weighting=weighting,
         draws=options.bootstrap,

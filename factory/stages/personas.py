@@ -329,6 +329,6 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:
-    from factory.personas.report import drift_summary
+    from factory.personas.drift_summary import drift_summary
 
     return drift_summary(outputs["data"], outputs["drift"], artifacts)
