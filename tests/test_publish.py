@@ -84,6 +84,7 @@ def test_published_configs_cards_and_adapter_load(built, tmp_path):
     runner = Runner(load_recipe(path), runs_dir=runs, progress=False)
     expected = {
         "people": runner.store("people").dir / "data",
+        "people-constraints": runner.store("people").dir / "constraints",
         "people-fidelity": runner.store("people").dir / "fidelity",
         "election": runner.store("election").dir / "data",
         "adapter": runner.store("adapter").dir / "data",
@@ -447,6 +448,7 @@ def test_hub_publish_http_sequence(built, tmp_path, fake_hub):
             "assets/people/fidelity.png",
             "data/adapter/train-00000-of-00001.parquet",
             "data/election/train-00000-of-00001.parquet",
+            "data/people-constraints/train-00000-of-00001.parquet",
             "data/people-fidelity/train-00000-of-00001.parquet",
             "data/people/train-00000-of-00001.parquet",
         ]
@@ -471,6 +473,7 @@ def test_hub_publish_http_sequence(built, tmp_path, fake_hub):
     (commit,) = [c for c in fake_hub.commits(mark) if "data/adapter/train-00000-of-00001.parquet" in c["added"]]
     assert commit["deleted"] == [
         "assets/people/fidelity.png",
+        "data/people-constraints/train-00000-of-00001.parquet",
         "data/people-fidelity/train-00000-of-00001.parquet",
         "data/people/train-00000-of-00001.parquet",
     ]
