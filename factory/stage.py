@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,9 @@ class StageSpec:
         return _adapter(self.options).validate_python(raw, context=context)
 
 
+@cache
 def _adapter(annotation: Any) -> Any:
+    """One TypeAdapter per union of option models (building one compiles a validator)."""
     from pydantic import TypeAdapter
 
     return TypeAdapter(annotation)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import factory_subprocess
 from datasets import load_from_disk
+from test_runner import build, files_of
 
 from factory.errors import FactoryError, RecipeError
 from factory.recipe import load_recipe
@@ -21,15 +22,6 @@ stages:
   a: {uses: "toy_stages:counter", n_rows: 30, batch_size: 6}
   b: {uses: "toy_stages:counter", inputs: [a], n_rows: 4}
 """
-
-
-def build(path, runs, *overrides, **kwargs):
-    runner = Runner(load_recipe(path, list(overrides)), runs_dir=runs, progress=False)
-    return runner, {s.stage: s for s in runner.build(**kwargs)}
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
