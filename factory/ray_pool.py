@@ -28,7 +28,15 @@ import time
 from collections import deque
 from typing import Any
 
-from factory.llm.types import Follow, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
+from factory.llm.types import (
+    Follow,
+    GenerationRequest,
+    GenerationResult,
+    ScoreRequest,
+    ScoreResult,
+    one_line,
+    score_each,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +87,8 @@ class Replica:
 
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         started = time.perf_counter()
-        with self.engine_lock:
-            out = self.engine.score_choices(requests)
+        with self.engine_lock:  # one request the engine cannot score comes back failed, alone
+            out = score_each(self.engine.score_choices, requests)
         self.stats["busy_s"] += time.perf_counter() - started
         self.stats["scored"] += len(requests)
         return out
@@ -126,14 +134,9 @@ class Replica:
                 try:
                     result = self.engine.generate([requests[j]])[0]
                 except Exception as one:
-                    result = GenerationResult(_one_line(one), "error", 0, 0)
+                    result = GenerationResult(one_line(one), "error", 0, 0)
                 with self.cond:
                     self._put(tags[j], result)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 class Pool:

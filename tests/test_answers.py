@@ -132,6 +132,27 @@ def test_logprob_distribution_is_the_backends_scores(tmp_path, tiny_path):
     assert list(row["distribution"]) == pytest.approx(expected, abs=1e-5)
 
 
+def test_a_prompt_the_engine_cannot_score_is_an_invalid_row_and_its_neighbours_are_unaffected(tmp_path, tiny_path):
+    block = """\
+    inputs: [people, election]
+    mode: logprob
+    sample: 3
+"""
+    plain, _, _ = build(recipe(tmp_path, tiny_path, block), tmp_path / "plain")
+    huge = tmp_path / "huge.csv"  # longer than the tiny model's 1,024 positions
+    huge.write_text(f"id,topic,question,options\nhuge,essay,{'Why? ' * 1100},Yes|No\n")
+    path = recipe(tmp_path, tiny_path, block)
+    path.write_text(path.read_text().replace("files: [", f"files: [{huge}, "))
+    df, manifest, store = build(path, tmp_path / "runs")
+    bad = df[df["question_id"].str.endswith("huge")]
+    assert len(bad) == 3 and not bad["valid"].any() and bad["distribution"].isna().all()
+    assert bad["invalid_reason"].str.match(r"backend error: \d+ tokens to score, longer than the model's 1024").all()
+    assert manifest["failures"] == 3 and manifest["failure_reasons"] == bad["invalid_reason"].value_counts().to_dict()
+    rest = df[~df["question_id"].str.endswith("huge")].reset_index(drop=True)
+    assert rest["valid"].all() and list(rest["question_id"]) == list(plain["question_id"])
+    assert [list(d) for d in rest["distribution"]] == [list(d) for d in plain["distribution"]]
+
+
 def test_reason_and_multi_turn_rounds_with_persona_styles(tmp_path, tiny_path):
     block = """\
     inputs: [people, personas, election]

@@ -286,6 +286,41 @@ def test_cache_answers_repeats_without_calling_the_model(tiny_backend, tmp_path)
     assert again.calls == 2 and scores[1].cached and scores[0].logprobs == scores[1].logprobs
 
 
+def test_a_prompt_longer_than_the_context_fails_alone_and_is_not_cached(tiny_backend, tmp_path):
+    client = CachedBackend(tiny_backend, RequestCache(tmp_path / "c.sqlite"))
+    fine = ScoreRequest.chat([{"role": "user", "content": "x"}], ["Answer: A", "Answer: B"])
+    huge = ScoreRequest.chat([{"role": "user", "content": "why " * 1200}], ["Answer: A", "Answer: B"])
+    got = client.score_choices([fine, huge, fine])
+    assert got[1].error is not None and "longer than the model's 1024" in got[1].error and not got[1].logprobs
+    assert got[0].error is None and got[0].logprobs == tiny_backend.score_choices([fine])[0].logprobs
+    again = CachedBackend(tiny_backend, RequestCache(tmp_path / "c.sqlite"))
+    assert [r.cached for r in again.score_choices([fine, huge])] == [True, False] and again.calls == 1
+
+
+def test_a_scoring_call_that_raises_is_retried_request_by_request():
+    from factory.errors import FactoryError
+    from factory.llm.types import ScoreResult, score_each
+
+    calls = []
+
+    def score(requests):
+        calls.append(len(requests))
+        if any(r.options == ("boom",) for r in requests):
+            raise RuntimeError("engine fell over\nsecond line")
+        return [ScoreResult([0.0] * len(r.options), [1] * len(r.options)) for r in requests]
+
+    requests = [ScoreRequest.chat([{"role": "user", "content": str(i)}], ["boom" if i == 1 else "ok"]) for i in range(3)]
+    got = score_each(score, requests)
+    assert calls == [3, 1, 1, 1]
+    assert [r.error for r in got] == [None, "RuntimeError: engine fell over", None]
+
+    def cannot(requests):
+        raise FactoryError("this backend cannot score")
+
+    with pytest.raises(FactoryError):  # the backend as a whole, not one request: the stage fails with its line
+        score_each(cannot, requests)
+
+
 def test_cache_stores_each_answer_as_it_finishes_and_resolves_cached_follow_ups(tiny_backend, tmp_path):
     reqs = [chat(f"q{i}", max_tokens=6, seed=i) for i in range(4)]
 

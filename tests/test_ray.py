@@ -303,8 +303,12 @@ def one_thread():
 @pytest.mark.ray
 @pytest.mark.parametrize("mode", ["logprob", "fast"])
 def test_answers_on_replicas_equal_local(cluster, tmp_path, tiny_path, mode, one_thread):
+    files = ""
+    if mode == "logprob":  # one prompt longer than the model's context: failure rows on both, the rest the same
+        (tmp_path / "huge.csv").write_text(f"id,topic,question,options\nhuge,essay,{'Why? ' * 1100},Yes|No\n")
+        files = f", files: [{tmp_path / 'huge.csv'}]"
     stage = f"""\
-  election: {{uses: questions, sets: [election]}}
+  election: {{uses: questions, sets: [election]{files}}}
   votes:
     uses: answers
     inputs: {{people: people, questions: election}}
@@ -318,7 +322,9 @@ def test_answers_on_replicas_equal_local(cluster, tmp_path, tiny_path, mode, one
     path = _personas_recipe(tmp_path, tiny_path, extra=RAY_BLOCK, stage=stage)
     local = build(path, tmp_path / "local", only=["people", "election", "votes"])
     remote = build(path, tmp_path / "ray", "ray", only=["people", "election", "votes"])
-    same_outputs(local, remote, "votes")
+    same_outputs(local, remote, "votes", *(["failures"] if files else []))
+    if files:
+        assert remote.store("votes").manifest()["failures"] == 20  # the huge question, 10 people x 2 styles
     replicas = remote.store("votes").manifest()["cluster"]["pools"]["tiny"]["replicas"]
     assert sum(r["requests"] + r["scored"] for r in replicas.values()) > 0
 

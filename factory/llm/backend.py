@@ -17,7 +17,15 @@ from typing import Any
 from factory.errors import FactoryError
 from factory.llm.cache import RequestCache
 from factory.llm.structured import encodable
-from factory.llm.types import Backend, Follow, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
+from factory.llm.types import (
+    Backend,
+    Follow,
+    GenerationRequest,
+    GenerationResult,
+    ScoreRequest,
+    ScoreResult,
+    score_each,
+)
 
 _LOADED: dict[str, Any] = {}
 
@@ -95,11 +103,11 @@ class CachedBackend:
         fresh: dict[str, Any] = {}
         if todo:
             self.calls += len(todo)
-            answers = self.backend.score_choices([requests[i] for i in todo])
+            answers = score_each(self.backend.score_choices, [requests[i] for i in todo])
             for i, answer in zip(todo, answers):
                 fresh[keys[i]] = answer
-            if self.cache is not None:
-                self.cache.put_many({k: v.to_json() for k, v in fresh.items()})
+            if self.cache is not None:  # a failed score is asked again next time
+                self.cache.put_many({k: v.to_json() for k, v in fresh.items() if v.error is None})
         out = []
         for i, k in enumerate(keys):
             if k in fresh and first.get(k) == i:

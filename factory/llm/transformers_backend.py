@@ -59,6 +59,7 @@ class TransformersBackend:
         self.model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=torch_dtype)
         self.model.to(self.device).eval()
         self.batch_size = batch_size
+        self.context = getattr(self.model.config, "max_position_embeddings", None)  # longest sequence it can score
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = self._eos_ids()
@@ -205,6 +206,10 @@ class TransformersBackend:
             started = time.perf_counter()
             prompt = self.prompt_ids(r.message_dicts())
             options = [self.tokenizer.encode(o, add_special_tokens=False) for o in r.options]
+            longest = len(prompt) + max((len(o) for o in options), default=0)
+            if self.context and longest > self.context:  # this request fails alone; its neighbours are scored
+                results[i] = ScoreResult.failed(f"{longest} tokens to score, longer than the model's {self.context}")
+                continue
             shared = _common_prefix(options)
             if all(len(o) == len(shared) + 1 for o in options):
                 plans.append(_ScorePlan(i, prompt + shared, len(prompt), [o[-1] for o in options]))

@@ -122,6 +122,11 @@ class ScoreResult:
     token_counts: list[int]
     seconds: float = 0.0
     cached: bool = False
+    error: str | None = None  # the engine could not score this request (why, in one line); never cached
+
+    @staticmethod
+    def failed(reason: str) -> ScoreResult:
+        return ScoreResult([], [], error=reason)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +142,37 @@ class Backend(Protocol):
     def generate(self, requests: list[GenerationRequest], follow: Follow | None = None) -> list[GenerationResult]: ...
 
     def score_choices(self, requests: list[ScoreRequest]) -> list[ScoreResult]: ...
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def score_each(
+    score: Callable[[list[ScoreRequest]], list[ScoreResult]], requests: list[ScoreRequest]
+) -> list[ScoreResult]:
+    """`score(requests)`; if it raises, each request alone, and one that raises again comes back as a failed
+    result with its reason: one bad prompt never fails its neighbours. A `FactoryError` (the backend cannot score
+    at all) is not a per-request failure and propagates."""
+    from factory.errors import FactoryError
+
+    try:
+        return score(requests)
+    except FactoryError:
+        raise
+    except Exception as exc:
+        if len(requests) == 1:
+            return [ScoreResult.failed(one_line(exc))]
+    out: list[ScoreResult] = []
+    for request in requests:
+        try:
+            out += score([request])
+        except FactoryError:
+            raise
+        except Exception as exc:
+            out.append(ScoreResult.failed(one_line(exc)))
+    return out
 
 
 def in_rounds(

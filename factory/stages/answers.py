@@ -424,6 +424,9 @@ def _logprob(options: Options, client, items: list[_Item], bump) -> list[dict]:
     ]
     rows = []
     for it, res in zip(items, client.score_choices(requests)):
+        if res.error is not None:  # the engine could not score this prompt: an invalid answer with its reason
+            rows.append(_logprob_row(it, client, None, f"backend error: {res.error}"))
+            continue
         top = max(res.logprobs)
         weights = [math.exp(v - top) for v in res.logprobs]
         total = sum(weights)
@@ -431,22 +434,24 @@ def _logprob(options: Options, client, items: list[_Item], bump) -> list[dict]:
         for shown_at, original in enumerate(it.order):
             dist[original] = weights[shown_at] / total
         bump("tokens_scored.logprob", sum(res.token_counts))
-        rows.append(
-            _row(
-                it,
-                "logprob",
-                client.model_id,
-                choice=None,
-                distribution=dist,
-                valid=True,
-                invalid_reason=None,
-                reasoning=None,
-                text="",
-                prompt_tokens=0,
-                completion_tokens=0,
-            )
-        )
+        rows.append(_logprob_row(it, client, dist, None))
     return rows
+
+
+def _logprob_row(it: _Item, client, dist: list[float] | None, invalid: str | None) -> dict:
+    return _row(
+        it,
+        "logprob",
+        client.model_id,
+        choice=None,
+        distribution=dist,
+        valid=invalid is None,
+        invalid_reason=invalid,
+        reasoning=None,
+        text="",
+        prompt_tokens=0,
+        completion_tokens=0,
+    )
 
 
 def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Path) -> dict:
