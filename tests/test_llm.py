@@ -305,11 +305,12 @@ def test_a_scoring_call_that_raises_is_retried_request_by_request():
 
     def score(requests):
         calls.append(len(requests))
-        if any(r.options == ("boom",) for r in requests):
+        if any(r.options[0] == "boom" for r in requests):
             raise RuntimeError("engine fell over\nsecond line")
         return [ScoreResult([0.0] * len(r.options), [1] * len(r.options)) for r in requests]
 
-    requests = [ScoreRequest.chat([{"role": "user", "content": str(i)}], ["boom" if i == 1 else "ok"]) for i in range(3)]
+    user = [{"role": "user", "content": "q"}]
+    requests = [ScoreRequest.chat(user, ["boom" if i == 1 else "ok", str(i)]) for i in range(3)]
     got = score_each(score, requests)
     assert calls == [3, 1, 1, 1]
     assert [r.error for r in got] == [None, "RuntimeError: engine fell over", None]
