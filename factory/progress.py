@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
-    TaskProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 out = Console(highlight=False)
 if not out.is_terminal:  # logs and CI: do not squeeze tables into 80 columns
@@ -55,6 +57,42 @@ class BatchProgress:
         self._progress.update(self._task, advance=1, rows=self.rows, rate=f"{rate:,.0f} rows/s")
 
 
+class PoolProgress:
+    """A line under the stage bars for a pool of engine replicas, refreshed twice a second from `read()` (e.g.
+    "2/2 replicas busy · 120 requests · 3.1 req/s · 210 tok/s")."""
+
+    def __init__(self, progress: Progress | None, label: str, read: Callable[[], str], every: float = 0.5):
+        self._progress, self._read = progress, read
+        self._stop = threading.Event()
+        if progress is None:
+            return
+        self._task = progress.add_task(label, total=None, pool=read())
+        self._thread = threading.Thread(target=self._tick, args=(every,), daemon=True, name=f"progress-{label}")
+        self._thread.start()
+
+    def _tick(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self._progress.update(self._task, pool=self._read())  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self._progress is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._progress.update(self._task, pool=self._read(), total=1, completed=1)
+
+
+class _Detail(ProgressColumn):
+    """A stage's batches done, share, rows and rows/s; a pool's activity line."""
+
+    def render(self, task: Task) -> Text:
+        if "pool" in task.fields:
+            return Text(task.fields["pool"])
+        total = int(task.total or 0)
+        share = f"{100 * task.completed / total:3.0f}%" if total else ""
+        return Text(f"{int(task.completed)}/{total} batches {share} {task.fields['rows']:,} rows {task.fields['rate']}")
+
+
 @contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[Progress | None]:
     if not enabled:
@@ -64,11 +102,7 @@ def progress_bars(enabled: bool = True) -> Iterator[Progress | None]:
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("batches"),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rows]:,} rows"),
-        TextColumn("{task.fields[rate]}"),
+        _Detail(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),

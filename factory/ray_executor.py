@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from factory.executor import BatchResult, BatchTask, load_input, run_task
 from factory.fingerprint import referenced_backends
+from factory.progress import PoolProgress
 from factory.store import Upstream
 
 log = logging.getLogger(__name__)
@@ -90,14 +92,25 @@ class RayExecutor:
         self.config = config or ExecutorConfig(type="ray")
         self.address = address if address is not None else self.config.address
         self.owned = False
-        self.last: dict[str, Any] = {}
+        self.reports: dict[str, dict[str, Any]] = {}  # stage -> what it used (stages may run at the same time)
+        self.progress: Any = None  # the runner's progress bars: pool activity is shown under them
+        self._connecting = threading.Lock()
+
+    @property
+    def stages_in_flight(self) -> int:
+        return self.config.stages_in_flight
 
     # --- the cluster ----------------------------------------------------------------------------------------
     def connect(self) -> None:
         import ray
 
-        if ray.is_initialized():
-            return
+        with self._connecting:
+            if not ray.is_initialized():
+                self._init()
+
+    def _init(self) -> None:
+        import ray
+
         kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
         if self.address is None:
             kwargs["include_dashboard"] = False
@@ -113,38 +126,37 @@ class RayExecutor:
             ray.shutdown()
         self.owned = False
 
-    def report(self) -> dict[str, Any]:
-        """What the last stage used: the cluster, the resources asked, per-replica counts (for the manifest)."""
-        return self.last
+    def report(self, stage: str) -> dict[str, Any]:
+        """What a stage used: the cluster, the resources asked, per-replica counts (for the manifest)."""
+        return self.reports.get(stage, {})
 
     # --- Executor.map ---------------------------------------------------------------------------------------
     def map(self, tasks: Any) -> Any:
         import ray
 
         tasks = list(tasks)
-        self.last = {}
         if not tasks:
             return
         self.connect()
         stage = tasks[0].ctx.stage
-        self.last = {
+        report = self.reports[stage] = {
             "address": self.address or "local",
             "nodes": sum(1 for n in ray.nodes() if n.get("Alive")),
             "cluster_resources": {k: v for k, v in ray.cluster_resources().items() if "node:" not in k},
         }
         names = referenced_backends(tasks[0].options)
         if names:
-            yield from self._on_pools(stage, tasks, names)
+            yield from self._on_pools(stage, tasks, names, report)
         else:
-            yield from self._as_tasks(stage, tasks)
+            yield from self._as_tasks(stage, tasks, report)
 
-    def _as_tasks(self, stage: str, tasks: list[BatchTask]) -> Any:
+    def _as_tasks(self, stage: str, tasks: list[BatchTask], report: dict[str, Any]) -> Any:
         import ray
         from ray.exceptions import RayError, RayTaskError
 
         wanted = self.config.stages.get(stage)
         cpus, gpus = (wanted.num_cpus, wanted.num_gpus) if wanted else (1.0, 0.0)
-        self.last["stage_resources"] = {"num_cpus": cpus, "num_gpus": gpus, "tasks": len(tasks)}
+        report["stage_resources"] = {"num_cpus": cpus, "num_gpus": gpus, "tasks": len(tasks)}
         refs: dict[str, Any] = {}
 
         def put(path: str) -> Any:  # each input once, however many batches read it
@@ -187,10 +199,11 @@ class RayExecutor:
         if error is not None:
             raise error
 
-    def _on_pools(self, stage: str, tasks: list[BatchTask], names: list[str]) -> Any:
+    def _on_pools(self, stage: str, tasks: list[BatchTask], names: list[str], report: dict[str, Any]) -> Any:
         from factory.ray_pool import Pool
 
         pools: dict[str, Pool] = {}
+        shown: list[PoolProgress] = []
         try:
             for name in dict.fromkeys(names):
                 config = tasks[0].ctx.backends[name]
@@ -206,6 +219,7 @@ class RayExecutor:
                     num_gpus=gpus,
                     max_retries=self.config.max_retries,
                 )
+            shown += [PoolProgress(self.progress, f"  {stage} · {n}", pool.activity) for n, pool in pools.items()]
             for task in tasks:
                 task.ctx.llm_pools = pools
             from tqdm import tqdm
@@ -235,4 +249,6 @@ class RayExecutor:
             if error is not None:
                 raise error
         finally:
-            self.last["pools"] = {name: pool.close() for name, pool in pools.items()}
+            for line in shown:
+                line.close()
+            report["pools"] = {name: pool.close() for name, pool in pools.items()}

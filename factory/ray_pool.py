@@ -181,6 +181,7 @@ class Pool:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.failure: str | None = None
+        self.answered = self.scored = self.tokens = 0  # across replicas, for the progress line
         self.started = time.perf_counter()
         self._stop = False
         self._thread = threading.Thread(target=self._dispatch, daemon=True, name=f"pool-{name}")
@@ -269,10 +270,22 @@ class Pool:
                     continue
                 for tag, result in finished:
                     if self.inflight.get(rid, {}).pop(tag, None) is not None:
+                        self.answered += 1
+                        self.tokens += result.completion_tokens
                         self.routes[tag[0]].put((tag[1], result))
             if self.failure:
                 for q in list(self.routes.values()):
                     q.put(None)
+
+    def activity(self) -> str:
+        """Replicas busy, requests answered (generated or scored), requests/s and generated tokens/s so far."""
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        busy = sum(1 for r in list(self.actors) if self.inflight.get(r) or self.scoring.get(r))
+        done = self.answered + self.scored
+        return (
+            f"{busy}/{len(self.actors)} replicas busy · {done:,} requests · {done / seconds:.1f} req/s · "
+            f"{self.tokens / seconds:,.0f} tok/s"
+        )
 
     def close(self) -> dict[str, Any]:
         """Stop the replicas; what each did (requests, tokens, busy seconds, utilisation over the pool's life)."""
@@ -343,7 +356,9 @@ class PoolBackend:
                 pool.scoring[rid] = pool.scoring.get(rid, 0) + 1
                 actor = pool.actors[rid]
             try:
-                return ray.get(actor.score.remote(list(requests)))
+                scores = ray.get(actor.score.remote(list(requests)))
+                pool.scored += len(scores)
+                return scores
             except RayActorError as exc:
                 pool._lost(rid, exc)
             finally:

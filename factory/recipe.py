@@ -85,6 +85,10 @@ class ExecutorConfig(OptionBlock):
         "ends, but a request repeated in two batches may then be computed beside other requests (last-bit changes "
         "in logprob scores)",
     )  # fmt: skip
+    stages_in_flight: int = Field(
+        4, ge=1, description="ray: independent stages built at the same time (LLM stages still one at a time, each "
+        "on its backend's whole pool)",
+    )  # fmt: skip
     stages: dict[str, StageResources] = Field(default_factory=dict, description="per-stage batch resources")
     backends: dict[str, ReplicaResources] = Field(default_factory=dict, description="per-backend replicas")
 

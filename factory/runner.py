@@ -191,15 +191,58 @@ class Runner:
                 )
                 for s in visit
             ]
-        summaries: list[StageSummary] = []
+        width = getattr(self.executor, "stages_in_flight", 1)
         try:
             with progress_bars(self.progress) as bars:
-                for stage in visit:
-                    summaries.append(self._build_stage(stage, stage in forced, bars))
+                if hasattr(self.executor, "progress"):
+                    self.executor.progress = bars  # pool activity under the stage bars
+                if width > 1 and len(visit) > 1:
+                    return self._build_concurrently(visit, forced, bars, width)
+                return [self._build_stage(stage, stage in forced, bars) for stage in visit]
         finally:
             if self._owns_executor and hasattr(self.executor, "close"):
                 self.executor.close()
-        return summaries
+
+    def _build_concurrently(self, visit: list[str], forced: set[str], bars: Any, width: int) -> list[StageSummary]:
+        """Stages whose inputs are built run at the same time, up to `width`; stages that use a backend run one at
+        a time (each on its backend's whole pool: two pools waiting for each other's replicas would never start).
+        After a failure no new stage starts, the running ones finish (and are kept), and the first error in build
+        order is raised. What each stage writes does not depend on what runs beside it."""
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+        from threading import Lock
+
+        from factory.fingerprint import referenced_backends
+
+        todo = list(visit)
+        waits = {s: set(self.recipe.upstream(s)) & set(visit) for s in visit}
+        llm_lock = Lock()
+        done: dict[str, StageSummary] = {}
+        errors: dict[str, BaseException] = {}
+
+        def one(stage: str) -> StageSummary:
+            if not referenced_backends(self.recipe.stages[stage].options):
+                return self._build_stage(stage, stage in forced, bars)
+            with llm_lock:
+                return self._build_stage(stage, stage in forced, bars)
+
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="stage") as threads:
+            running: dict[Any, str] = {}
+            while todo or running:
+                for stage in [s for s in todo if not errors and not (waits[s] - set(done))][: width - len(running)]:
+                    todo.remove(stage)
+                    running[threads.submit(one, stage)] = stage
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    stage = running.pop(future)
+                    if future.exception() is not None:
+                        errors[stage] = future.exception()
+                    else:
+                        done[stage] = future.result()
+        if errors:
+            raise errors[min(errors, key=visit.index)]
+        return [done[s] for s in visit]
 
     def _build_stage(self, stage: str, forced: bool, bars: Any) -> StageSummary:
         from filelock import FileLock, Timeout
@@ -402,7 +445,7 @@ class Runner:
             "versions": library_versions(),
             "platform": platform.platform(),
             "executor": self.executor.name,
-            **({"cluster": self.executor.report()} if hasattr(self.executor, "report") else {}),
+            **({"cluster": self.executor.report(stage)} if hasattr(self.executor, "report") else {}),
             "rows": dataset.num_rows,
             "outputs": {"data": dataset.num_rows, **{n: d.num_rows for n, d in extras.items()}},
             "summary": summary,

@@ -211,6 +211,24 @@ def test_a_stage_error_on_ray_is_the_same_one_line(cluster, write_recipe, tmp_pa
     assert len(lines) == 1 and "stages.a: RuntimeError: boom at batch 2 (9/10 batches kept" in lines[0]
 
 
+def test_independent_stages_run_at_the_same_time_and_write_what_a_local_build_writes(cluster, write_recipe, tmp_path):
+    # a and b each wait (60 s at most) for the other to sign in: the build passes only if they run at once
+    (tmp_path / "meet").mkdir()
+    meet = f"meet: [a, b], rendezvous: {tmp_path / 'meet'}"
+    text = f"""\
+name: both
+seed: 5
+stages:
+  a: {{uses: "toy_stages:counter", n_rows: 6, batch_size: 6, {meet}}}
+  b: {{uses: "toy_stages:counter", n_rows: 8, batch_size: 8, {meet}}}
+  c: {{uses: "toy_stages:counter", inputs: [a, b], n_rows: 4}}
+"""
+    remote = build(write_recipe(text), tmp_path / "ray", "ray")
+    local = build(write_recipe(text.replace(meet, "meet: []"), "local.yaml"), tmp_path / "local")  # operational
+    for stage in "abc":
+        same_outputs(local, remote, stage)
+
+
 @pytest.mark.ray
 def test_a_worker_node_killed_mid_stage_loses_nothing(cluster, write_recipe, tmp_path):
     path = write_recipe(TOY.replace("SLEEP", "1.0"))

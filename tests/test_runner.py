@@ -234,3 +234,20 @@ def test_failure_text_with_unicode_line_separators_round_trips(tmp_path):
     store.save_batch(0, pa.table({"x": [1]}), [{"reason": "invalid JSON", "raw": raw}], {})
     _, failures, _ = store.load_batch(0)
     assert failures == [{"reason": "invalid JSON", "raw": raw}]
+
+
+def test_a_pool_line_refreshes_under_the_stage_bars_and_ends_finished():
+    import itertools
+
+    from rich.progress import Progress
+
+    from factory.progress import PoolProgress, _Detail
+
+    progress = Progress(_Detail(), disable=True)
+    ticks = itertools.count()
+    line = PoolProgress(progress, "votes · tiny", lambda: f"{next(ticks)} requests", every=0.01)
+    time.sleep(0.2)
+    line.close()
+    task = progress.tasks[0]
+    assert int(task.fields["pool"].split()[0]) > 2 and task.finished  # refreshed while it ran, then closed
+    assert str(_Detail().render(task)) == task.fields["pool"]

@@ -26,6 +26,8 @@ class CounterOptions(StageOptions):
     backend: BackendRef | None = Field(None, description="a backend (checked by the recipe, hashed by fingerprints)")
     sleep_s: float = operational(0.0, description="sleep per batch (to kill a build mid-stage)")
     crash_at_batch: int | None = operational(None, description="raise when this batch index runs")
+    meet: list[str] = operational([], description="stages whose batches must run at the same time as this one's")
+    rendezvous: str | None = operational(None, description="folder where the stages in `meet` sign in")
 
 
 def counter_plan(options: CounterOptions, inputs, ctx):
@@ -50,9 +52,24 @@ def counter_run(options: CounterOptions, inputs, ctx):
             continue
         rows.append({"row": i, "value": value})
     time.sleep(options.sleep_s)
+    if options.meet:
+        _meet(options, ctx.stage)
     ctx.count("counted")  # through the context, as ctx.llm counts backend calls: once per batch, never twice
     features = Features({"row": Value("int64"), "value": Value("float64")})
     return StageOutput(Dataset.from_list(rows, features=features), failures, {"calls": 1})
+
+
+def _meet(options: CounterOptions, stage: str, timeout: float = 60.0) -> None:
+    """Sign in, then wait for every stage in `meet` to sign in too: passes only if they run at the same time."""
+    from pathlib import Path
+
+    folder = Path(options.rendezvous or ".")
+    (folder / stage).touch()
+    deadline = time.time() + timeout
+    while not all((folder / other).exists() for other in options.meet):
+        if time.time() > deadline:
+            raise RuntimeError(f"{stage}: {sorted(options.meet)} never ran at the same time")
+        time.sleep(0.05)
 
 
 counter = SimpleNamespace(
