@@ -26,6 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from factory.errors import RecipeError
 from factory.executor import BatchResult, BatchTask, load_input, run_task
 from factory.fingerprint import referenced_backends
 from factory.progress import PoolProgress
@@ -199,6 +200,36 @@ class RayExecutor:
         if error is not None:
             raise error
 
+    def _replica_shape(self, name: str, config: Any) -> tuple[int, float, float]:
+        """(replicas, CPUs and GPUs per replica) for a backend, checked against the cluster's nodes: replicas that
+        could never all be placed are one clear line, not a build waiting forever."""
+        import ray
+
+        wanted = self.config.backends.get(name)
+        replicas = wanted.replicas if wanted else 1
+        gpus = wanted.num_gpus if wanted and wanted.num_gpus is not None else None
+        if gpus is None:
+            gpus = float(getattr(config, "tensor_parallel_size", 0)) if config.type == "vllm" else 0.0
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        cpus = wanted.num_cpus if wanted and wanted.num_cpus is not None else None
+        if cpus is None:
+            cpus = 1.0
+            if config.type == "transformers" and not gpus and replicas == 1:
+                import torch  # a CPU matmul's bits depend on its thread count: as many as a local build uses
+
+                cpus = float(min(torch.get_num_threads(), max((n.get("CPU", 0) for n in nodes), default=1) or 1))
+        fits = sum(
+            int(min(n.get("CPU", 0) // cpus if cpus else replicas, n.get("GPU", 0) // gpus if gpus else replicas))
+            for n in nodes
+        )
+        if fits < replicas:
+            raise RecipeError(
+                f"executor.backends.{name}",
+                f"{replicas} replica(s) of {cpus:g} CPU(s) and {gpus:g} GPU(s) each do not fit on the cluster's "
+                f"{len(nodes)} node(s) ({fits} would); lower replicas, num_cpus or num_gpus",
+            )
+        return replicas, cpus, gpus
+
     def _on_pools(self, stage: str, tasks: list[BatchTask], names: list[str], report: dict[str, Any]) -> Any:
         from factory.ray_pool import Pool
 
@@ -207,17 +238,9 @@ class RayExecutor:
         try:
             for name in dict.fromkeys(names):
                 config = tasks[0].ctx.backends[name]
-                wanted = self.config.backends.get(name)
-                gpus = wanted.num_gpus if wanted and wanted.num_gpus is not None else None
-                if gpus is None:
-                    gpus = float(getattr(config, "tensor_parallel_size", 0)) if config.type == "vllm" else 0.0
+                replicas, cpus, gpus = self._replica_shape(name, config)
                 pools[name] = Pool(
-                    name,
-                    config,
-                    replicas=wanted.replicas if wanted else 1,
-                    num_cpus=wanted.num_cpus if wanted else 1.0,
-                    num_gpus=gpus,
-                    max_retries=self.config.max_retries,
+                    name, config, replicas=replicas, num_cpus=cpus, num_gpus=gpus, max_retries=self.config.max_retries
                 )
             shown += [PoolProgress(self.progress, f"  {stage} · {n}", pool.activity) for n, pool in pools.items()]
             for task in tasks:

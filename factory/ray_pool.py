@@ -49,9 +49,13 @@ class Replica:
     """One engine in one actor (made remote by `Pool`). A background thread runs the engine; `submit` adds
     requests to its running batch and `take` returns what finished."""
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, threads: int = 0):
         from factory.llm.backend import load
 
+        if threads and config.type == "transformers":
+            import torch
+
+            torch.set_num_threads(threads)  # what the replica reserved, whatever OMP_NUM_THREADS says
         self.engine = load(config).backend  # the driver holds the cache: the replica runs what it is sent
         self.model_id, self.revision = self.engine.model_id, self.engine.revision
         self.cond = threading.Condition()
@@ -157,6 +161,7 @@ class Pool:
         self.name = name
         self.config = config
         self.replace_budget = max_retries
+        self.num_cpus = num_cpus
         self.window = window or 2 * int(getattr(config, "batch_size", None) or getattr(config, "concurrency", 8))
         self._actor_class = ray.remote(
             num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0, max_task_retries=0, max_concurrency=4
@@ -199,7 +204,7 @@ class Pool:
         """Start a replica; it gets work once its engine has loaded (a replacement that cannot be placed, its node
         gone, never holds requests hostage)."""
         rid = next(self._ids)
-        self.handles[rid] = self._actor_class.remote(self.config)
+        self.handles[rid] = self._actor_class.remote(self.config, max(1, int(self.num_cpus)))
         self.starting[self.handles[rid].info.remote()] = rid
 
     def _ready(self, rid: int, info: dict[str, Any]) -> None:

@@ -64,7 +64,10 @@ class ReplicaResources(OptionBlock):
     """A backend's replicas on a Ray cluster: each is an actor holding one engine for a whole stage."""
 
     replicas: int = Field(1, ge=1, description="engine replicas (data parallelism); requests go to the free ones")
-    num_cpus: float = Field(1.0, ge=0, description="CPUs each replica reserves")
+    num_cpus: float | None = Field(
+        None, ge=0, description="CPUs each replica reserves (its torch threads on a CPU); default: one replica of a "
+        "transformers backend on CPU takes as many as a local build's torch uses (so the bytes match), else 1",
+    )  # fmt: skip
     num_gpus: float | None = Field(
         None, ge=0, description="GPUs each replica reserves; default: vllm's tensor_parallel_size, else none"
     )

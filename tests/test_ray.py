@@ -295,6 +295,17 @@ def test_personas_on_replicas_equal_local(cluster, tmp_path, tiny_path, one_thre
     assert _failed(local) == _failed(remote)
 
 
+def test_replicas_that_cannot_fit_on_the_cluster_are_one_line(cluster, tmp_path, tiny_path, cli):
+    path = _personas_recipe(tmp_path, tiny_path, extra="executor:\n  backends: {tiny: {replicas: 3, num_cpus: 1}}\n")
+    result = cli("build", path, "--address", cluster.address, "--runs-dir", tmp_path / "runs", "--no-progress")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        "executor.backends.tiny: 3 replica(s) of 1 CPU(s) and 0 GPU(s) each do not fit on the cluster's 2 node(s) "
+        "(2 would); lower replicas, num_cpus or num_gpus"
+    ), lines
+
+
 def _failed(runner: Runner) -> list[tuple[str, str]]:
     import json
 
