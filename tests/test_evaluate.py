@@ -838,6 +838,63 @@ def test_several_answer_inputs_are_reported_as_models(tmp_path):
     assert "baseline:previous_cycle" in section and "95% bootstrap" in section
 
 
+def test_the_same_style_on_two_models_is_compared_paired():
+    q = questions(load_seed_set("election")[:2])
+    flipped = [{**r, "choice": None if r["choice"] is None else 1 - r["choice"]} for r in ELECTION_ANSWERS]
+    same = answers(ELECTION_ANSWERS, PERSONS)
+    inputs = {"answers": {"small": same, "big": answers(flipped, PERSONS), "twin": same}, "people": people(PERSONS),
+              "questions": q}  # fmt: skip
+    out = run(Options(weightings=["population"]), inputs, CTX)
+    cmp = out.extras["comparisons"].to_pandas()
+    summary = out.extras["election_summary"].to_pandas()
+    mae = {m: summary[(summary.model == m) & (summary["style"] == "meta") & (summary.year == 2016)]
+           .mae_state_share.iloc[0] for m in ("small", "big")}  # fmt: skip
+    row = cmp[(cmp.model == "small") & (cmp.versus == "model:big") & (cmp.metric == "election_mae_2016")].iloc[0]
+    assert row["style"] == "meta" and row.value == pytest.approx(mae["small"])
+    assert row.versus_value == pytest.approx(mae["big"]) and row.improvement == pytest.approx(mae["big"] - mae["small"])
+    twin = cmp[(cmp.model == "small") & (cmp.versus == "model:twin")]
+    assert len(twin) and (twin.improvement == 0).all() and (twin.ci_low == 0).all() and (twin.ci_high == 0).all()
+
+
+def test_replicates_score_each_sample_on_its_own_and_report_the_spread(tmp_path):
+    q = questions(load_seed_set("election")[:2])
+    first = [{**r, "sample": 0} for r in ELECTION_ANSWERS if r.get("valid", True)]
+    second = [{**r, "sample": 1, "choice": 1 - r["choice"]} for r in first]
+    inputs = {"answers": answers(first + second, PERSONS), "people": people(PERSONS), "questions": q}
+    options = Options(weightings=["population"], replicates=2, bootstrap=0)
+    out = run(options, inputs, CTX)
+    per = out.extras["replicates"].to_pandas()
+    mae = per[(per["style"] == "meta") & (per.metric == "election_mae_2016")].sort_values("replicate")
+    states = ("NY", "WY", "FL")
+    by_hand = [
+        sum(abs(SIM[("population", 2016)][s] - real_share(2016, s)) for s in states) / 3,
+        sum(abs(1 - SIM[("population", 2016)][s] - real_share(2016, s)) for s in states) / 3,
+    ]  # the second replicate voted the other way: every state's share flips
+    assert list(mae.replicate) == [0, 1] and list(mae.value) == pytest.approx(by_hand)
+    spread = out.extras["replicate_spread"].to_pandas()
+    row = spread[(spread["style"] == "meta") & (spread.metric == "election_mae_2016")].iloc[0]
+    assert row.replicates == 2 and row["mean"] == pytest.approx(np.mean(by_hand))
+    assert row.sd == pytest.approx(np.std(by_hand, ddof=1)) and (row["min"], row["max"]) == pytest.approx(
+        (min(by_hand), max(by_hand))
+    )
+    assert not per["style"].str.startswith("baseline:").any()
+    result = summarize(options, {"data": out.data, **out.extras}, CTX, tmp_path)
+    assert "2 replicates" in result["replicate_spread"][0]["election_mae_2016"]
+    assert "**Replicates.**" in (tmp_path / "card_section.md").read_text()
+    with pytest.raises(DataError, match=r"stages.evaluate.replicates: 3, but no sampled answer has sample 2 "):
+        run(Options(weightings=["population"], replicates=3, bootstrap=0), inputs, CTX)
+
+
+def test_map_tiles_carry_their_interval_and_hatch_noise(election_run, tmp_path):
+    from factory.evaluate.plots import election_map, tile_label
+
+    assert tile_label(12.4, None) == ("+12", False)
+    assert tile_label(12.4, (8.0, 16.2)) == ("+12±4", False)
+    assert tile_label(-3.0, (-9.0, 2.0)) == ("-3±6", True)  # the real result is inside: noise
+    election_map({2016: {"NY": 10.0, "WY": -4.0}}, tmp_path / "m.png", "t", {2016: {"NY": (6.0, 14.0)}})
+    assert (tmp_path / "m.png").stat().st_size > 1000
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # your own survey as ground truth
 

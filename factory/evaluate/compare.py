@@ -1,5 +1,6 @@
 """The comparison tables: each figure's mean over items with its interval, baselines beside the styles, and how
-much each style beats each baseline and each other style (paired bootstrap).
+much each style beats each baseline, each other style and the same style on each other model (paired
+bootstrap: every figure uses the same person draws).
 
 A `Tally` collects, per run key (model, style, mode, weighting) and metric, the items a figure averages over
 (questions, (question, group) pairs, an election's questions) with their point values, the bootstrap draws of the
@@ -19,6 +20,7 @@ from factory.evaluate.baselines import is_baseline
 from factory.evaluate.bootstrap import interval
 
 BASE = "base"  # the answers stage's style with no persona: compared like a baseline (vs_base)
+MODEL = "model:"  # `versus` for the same style on another model (answers input)
 VS_COLUMNS = {name: "vs_" + name.split(":", 1)[1] for name in BASELINES} | {BASE: "vs_base"}
 
 
@@ -115,11 +117,16 @@ def tables(tally: Tally, level: float) -> tuple[list[dict], list[dict]]:
                         row[column] = cmp["improvement"]
                         comparisons.append(cmp)
                 for other in keys:
-                    if other[0] == model and other[2:] == (mode, weighting) and other[1] not in (style, BASE):
-                        if not is_baseline(other[1]):
-                            cmp = _versus(tally, key, metric, other[1], level)
-                            if cmp is not None:
-                                comparisons.append(cmp)
+                    if other[2:] != (mode, weighting) or is_baseline(other[1]):
+                        continue
+                    versus = None
+                    if other[0] == model and other[1] not in (style, BASE):
+                        versus = other[1]  # another style of the same model
+                    elif other[0] != model and other[1] == style:
+                        versus = MODEL + other[0]  # the same style on another model
+                    cmp = None if versus is None else _versus(tally, key, metric, versus, level)
+                    if cmp is not None:
+                        comparisons.append(cmp)
             styles.append(row)
     return styles, comparisons
 
@@ -134,7 +141,10 @@ def _versus(tally: Tally, key: tuple, metric: str, versus: str, level: float) ->
     else:
         if versus == style:
             return None
-        other_key = (model, versus, mode, weighting)
+        if versus.startswith(MODEL):
+            other_key = (versus[len(MODEL) :], style, mode, weighting)
+        else:
+            other_key = (model, versus, mode, weighting)
         other = tally.value(other_key, metric)
         other_draws = tally.draws_of(other_key, metric)
     if value is None or other is None:

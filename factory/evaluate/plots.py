@@ -33,11 +33,18 @@ def _pyplot():
     return plt
 
 
-def election_map(panels: dict[int, dict[str, float]], path: Path, title: str) -> None:
+def election_map(
+    panels: dict[int, dict[str, float]],
+    path: Path,
+    title: str,
+    intervals: dict[int, dict[str, tuple[float, float]]] | None = None,
+) -> None:
     """One tile-grid panel per year; `panels[year][state]` = simulated minus real D-R margin in points.
 
     Blue: the simulation leans more Democratic than the real result; red: more Republican; grey: not simulated.
-    The colour scale is symmetric around 0 and shared by all panels so years compare at a glance.
+    The colour scale is symmetric around 0 and shared by all panels so years compare at a glance. With
+    `intervals[year][state]` = (low, high) of that margin difference, each tile reads "+12±4" (half the interval's
+    width) and a hatched tile's interval covers 0: its error cannot be told from noise.
     """
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
@@ -47,11 +54,15 @@ def election_map(panels: dict[int, dict[str, float]], path: Path, title: str) ->
     limit = max(values, default=1.0) or 1.0
     norm, cmap = Normalize(-limit, limit), plt.get_cmap("RdBu")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 0.8, 3.6), squeeze=False)
+    intervals = intervals or {}
     for ax, (year, margins) in zip(axes[0], sorted(panels.items())):
+        spans = intervals.get(year, {})
         for state, (row, col) in TILE_GRID.items():
             simulated = state in margins
             face = cmap(norm(margins[state])) if simulated else (0.82, 0.82, 0.82, 1.0)
-            ax.add_patch(Rectangle((col, ROWS - 1 - row), 0.94, 0.94, facecolor=face, edgecolor="white"))
+            label, noise = tile_label(margins[state], spans.get(state)) if simulated else ("", False)
+            hatch = "////" if noise else None
+            ax.add_patch(Rectangle((col, ROWS - 1 - row), 0.94, 0.94, facecolor=face, edgecolor="white", hatch=hatch))
             dark = simulated and abs(margins[state]) > 0.6 * limit
             ax.text(
                 col + 0.47,
@@ -66,10 +77,10 @@ def election_map(panels: dict[int, dict[str, float]], path: Path, title: str) ->
                 ax.text(
                     col + 0.47,
                     ROWS - 1 - row + 0.26,
-                    f"{margins[state]:+.0f}",
+                    label,
                     ha="center",
                     va="center",
-                    fontsize=5,
+                    fontsize=5 if state not in spans else 4.2,
                     color="white" if dark else "black",
                 )
         ax.set_xlim(-0.1, COLS)
@@ -81,9 +92,19 @@ def election_map(panels: dict[int, dict[str, float]], path: Path, title: str) ->
     bar = fig.colorbar(mappable, ax=list(axes[0]), fraction=0.025, pad=0.02)
     bar.set_label("simulated - real margin (D - R, points)", fontsize=7)
     bar.ax.tick_params(labelsize=7)
+    if intervals:
+        title += "\n±: half the interval's width; hatched: the interval covers the real result"
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
+
+
+def tile_label(margin: float, span: tuple[float, float] | None) -> tuple[str, bool]:
+    """A state's tile text ("+12", or "+12±4" with half the interval's width) and whether its interval covers 0
+    (the error cannot be told from noise: the tile is hatched)."""
+    if span is None:
+        return f"{margin:+.0f}", False
+    return f"{margin:+.0f}±{(span[1] - span[0]) / 2:.0f}", span[0] <= 0 <= span[1]
 
 
 def styles_chart(

@@ -44,6 +44,17 @@ def versus_records(df, several_models: bool) -> list[dict]:
     return records
 
 
+def spread_records(df, several_models: bool) -> list[dict]:
+    """Per model x style x mode: each metric across replicates as 'mean ± sd (min, max), K replicates'."""
+    records: dict[tuple, dict] = {}
+    for r in df.itertuples():
+        rec = records.setdefault((r.model, r.style, r.mode), {**({"model": r.model} if several_models else {}),
+                                                             "style": r.style, "mode": r.mode})  # fmt: skip
+        sd = "" if r.sd is None or not np.isfinite(r.sd) else f" ± {r.sd:.3g}"
+        rec[r.metric] = f"{r.mean:.4g}{sd} ({r.min:.4g}, {r.max:.4g}), {r.replicates} replicates"
+    return [records[k] for k in sorted(records)]
+
+
 def summary_record(row: dict, several_models: bool) -> dict:
     rec = {k: row[k] for k in ("year", "question_id", "model", "style", "mode", "weighting")}
     if not several_models:

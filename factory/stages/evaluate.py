@@ -46,7 +46,14 @@ Extra `comparisons` (paired bootstrap; per model x mode x weighting x metric x s
 baseline, `base` or another style of the same model):
     model, mode, weighting, metric, style, versus (str), value, versus_value, improvement, ci_low, ci_high
     (float64: improvement = how much the style is better, in the metric's units, and its interval), beats,
-    significant (bool: improvement > 0; the interval excludes 0)
+    significant (bool: improvement > 0; the interval excludes 0). With several answer inputs, each style is also
+    compared with the same style of every other model: `versus` is `model:<other input name>`.
+Extras `replicates` and `replicate_spread` (only with `replicates: K` > 1; sampled modes, not logprob): each
+answers `sample` index 0..K-1 scored on its own as one replicate of the whole survey, every `styles` metric per
+replicate (baselines left out), and across replicates:
+    replicates: model, style, mode, weighting, metric (str), replicate (int32), value (float64)
+    replicate_spread: model, style, mode, weighting, metric (str), replicates (int32), mean, sd (sample standard
+    deviation; null for one replicate), min, max (float64)
 Plots: artifacts/election_map_[<model>_]<style>[_<mode>].png (simulated minus real margin, a panel per year),
 artifacts/styles.png (main metrics with intervals, baselines as lines); artifacts/card_section.md says how to read
 the tables; the manifest summary holds the election summary and the figures with intervals.
@@ -71,6 +78,8 @@ seeded by the stage seed and the geography; `confidence:` level), the same draws
 
 VERSION 2 (outputs changed): `model` columns (several answer inputs), baseline rows, intervals, `comparisons`,
 `vs_*` columns, and elections over the eligible electorate by default (shares move where non-citizens answered).
+VERSION 3: intervals on the tile maps, `comparisons` rows of the same style across models (`versus`
+`model:<name>`), and `replicates`.
 
 Example:
     stages:
@@ -100,7 +109,7 @@ from factory.evaluate.compare import VS_COLUMNS, Tally, tables
 from factory.options import DataFile, StageOptions
 from factory.stage import Columns, Needs, StageContext, StageOutput, rows_dataset
 
-VERSION = 2
+VERSION = 3
 ANSWER_COLUMNS = ["person_id", "geography", "style", "question_id", "mode", "round", "choice", "distribution", "valid"]
 INPUTS = {
     "answers": Needs(*ANSWER_COLUMNS, many=True, description="simulated answers (one or more answers stages)"),
@@ -117,7 +126,11 @@ def inputs(options: Options) -> dict[str, Needs]:
     needed = dict.fromkeys(_WEIGHT_COLUMN[w] for w in options.weightings if w in _WEIGHT_COLUMN)
     if options.electorate == "eligible":
         needed["citizenship"] = None
-    return {**INPUTS, "people": Needs("person_id", *needed, description=INPUTS["people"].description)}
+    answers = INPUTS["answers"]
+    if options.replicates > 1:  # the replicate of each answer is its sample index
+        answers = Needs(*ANSWER_COLUMNS, "sample", many=True, description=answers.description)
+    people = Needs("person_id", *needed, description=INPUTS["people"].description)
+    return {**INPUTS, "answers": answers, "people": people}
 
 
 _RUN = {"model": "string", "style": "string", "mode": "string", "weighting": "string"}
@@ -189,6 +202,18 @@ OUTPUTS = {
             **{f"{p}_ci_{end}": "float64" for p in presentation.SUMMARY_CI.values() for end in ("low", "high")},
         }
     ),
+    "replicates": Columns({**_RUN, "metric": "string", "replicate": "int32", "value": "float64"}),
+    "replicate_spread": Columns(
+        {
+            **_RUN,
+            "metric": "string",
+            "replicates": "int32",
+            "mean": "float64",
+            "sd": "float64",
+            "min": "float64",
+            "max": "float64",
+        }
+    ),
     "opinionqa": Columns(
         {
             "question_id": "string",
@@ -241,6 +266,10 @@ class Options(StageOptions):
     bootstrap: int = Field(1000, ge=0, description="bootstrap draws for the intervals (persons resampled within"
                            " each geography); 0: no intervals. Cost grows linearly with it")  # fmt: skip
     confidence: float = Field(0.95, gt=0, lt=1, description="level of the intervals")
+    replicates: int = Field(
+        1, ge=1, le=1000, description="sampled modes: score each answers sample index 0..K-1 on its own as a "
+        "replicate of the survey and report every metric's spread across them (answers need samples >= K)",
+    )  # fmt: skip
 
     @field_validator("weightings")
     @classmethod
@@ -507,6 +536,10 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
         extras["election_summary"] = rows_dataset(summary_rows, OUTPUTS["election_summary"])
     if any(q.get("human_distribution") is not None for q in questions.values()):
         extras["opinionqa"] = rows_dataset(oqa_rows, OUTPUTS["opinionqa"])
+    if options.replicates > 1:
+        per_replicate, spread = _replicates(options, inputs, ctx)
+        extras["replicates"] = rows_dataset(per_replicate, OUTPUTS["replicates"])
+        extras["replicate_spread"] = rows_dataset(spread, OUTPUTS["replicate_spread"])
     agg_rows.sort(
         key=lambda r: (
             r["model"], r["question_id"], r["style"], r["mode"], r["weighting"], r["geography"] != ALL, r["geography"]
@@ -526,6 +559,49 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
         "bootstrap_persons": float(len(answered)),
     }
     return StageOutput(rows_dataset(agg_rows, OUTPUTS["data"]), metrics=metrics, extras=extras)
+
+
+def _replicates(options: Options, inputs: dict, ctx: StageContext) -> tuple[list[dict], list[dict]]:
+    """Each sample index 0..K-1 of the sampled-mode answers scored on its own (no bootstrap): every `styles`
+    metric per replicate, and each metric's spread across the replicates."""
+    import pandas as pd
+
+    sources = inputs["answers"] if isinstance(inputs["answers"], dict) else {"answers": inputs["answers"]}
+    once = options.model_copy(update={"replicates": 1, "bootstrap": 0})
+    per: list[dict] = []
+    for k in range(options.replicates):
+        part = {}
+        for name, ds in sources.items():
+            if "sample" not in ds.column_names:
+                raise DataError(f"answers ({name}): no 'sample' column, which replicates: {options.replicates} needs")
+            mode, sample = np.asarray(ds["mode"], dtype=object), np.asarray(ds["sample"])
+            rows = np.flatnonzero((mode != "logprob") & (sample == k))
+            if len(rows):
+                part[name] = ds.select(rows)
+        if not part:
+            raise DataError(
+                f"stages.{ctx.stage}.replicates: {options.replicates}, but no sampled answer has sample {k} "
+                f"(set samples: {options.replicates} or more on the answers stage)"
+            )
+        for r in run(once, {**inputs, "answers": part}, ctx).extras["styles"].to_list():
+            if not BL.is_baseline(r["style"]) and r["value"] is not None:
+                per.append({c: r[c] for c in (*_RUN, "metric", "value")} | {"replicate": k})
+    spread = []
+    if per:
+        df = pd.DataFrame(per)
+        for key, g in df.groupby([*_RUN, "metric"], sort=True):
+            v = g["value"].to_numpy(dtype=np.float64)
+            spread.append(
+                dict(zip([*_RUN, "metric"], key))
+                | {
+                    "replicates": len(v),
+                    "mean": float(v.mean()),
+                    "sd": float(v.std(ddof=1)) if len(v) > 1 else None,
+                    "min": float(v.min()),
+                    "max": float(v.max()),
+                }
+            )
+    return per, spread
 
 
 def _opinionqa(q, options, vectors, ok, w, national, run_cols, groups, at, weighting, boot, tally) -> list[dict]:
@@ -736,16 +812,22 @@ def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Pat
         df = df[(df["weighting"] == weighting) & ~df["style"].str.startswith("baseline:")]
         several_modes = df["mode"].nunique() > 1
         for (model, style, mode), part in df.groupby(["model", "style", "mode"], sort=True):
-            panels = {}
+            panels, spans = {}, {}
             for year, rows in part.groupby("year", sort=True):
                 rows = rows[rows["question_id"] == rows["question_id"].min()]  # one question per year on a map
                 # D - R margin in points is 100 * (2 * share - 1), so sim - real margin = 200 * (sim - real share)
                 panels[int(year)] = {st: 200.0 * e for st, e in zip(rows["state"], rows["error"])}
+                spans[int(year)] = {
+                    r.state: (200.0 * (r.ci_low - r.real_dem_share), 200.0 * (r.ci_high - r.real_dem_share))
+                    for r in rows.itertuples()
+                    if r.ci_low == r.ci_low and r.ci_high == r.ci_high and r.ci_low is not None
+                }
             name = "election_map_" + "_".join(
                 _safe(x) for x in ([model] if several_models else []) + [style] + ([mode] if several_modes else [])
             ) + ".png"  # fmt: skip
             who = f"{model} / {style}" if several_models else style
-            plots.election_map(panels, artifacts / name, f"{who} ({mode}, {weighting}): simulated - real margin")
+            title = f"{who} ({mode}, {weighting}): simulated - real margin"
+            plots.election_map(panels, artifacts / name, title, intervals={y: v for y, v in spans.items() if v})
             out["plots"].append(f"artifacts/{name}")
     if "opinionqa" in outputs and outputs["opinionqa"].num_rows:
         df = outputs["opinionqa"].to_pandas()
@@ -787,6 +869,10 @@ def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Pat
             title = f"Persona styles compared ({weighting} weighting; bars: {options.confidence:.0%} intervals)"
             plots.styles_chart(series, artifacts / "styles.png", title, intervals=spans, baselines=lines)
             out["plots"].append("artifacts/styles.png")
+    if "replicate_spread" in outputs and outputs["replicate_spread"].num_rows:
+        spread = outputs["replicate_spread"].to_pandas()
+        spread = spread[(spread["weighting"] == weighting) & spread["metric"].str.match(MAIN_METRICS)]
+        out["replicate_spread"] = presentation.spread_records(spread, several_models)
     presentation.card_section(
         artifacts / "card_section.md",
         weighting=weighting,
@@ -795,6 +881,7 @@ def summarize(options: Options, outputs: dict, ctx: StageContext, artifacts: Pat
         electorate=options.electorate,
         elections=bool(out.get("election_summary")),
         opinionqa=bool(out.get("opinionqa")),
+        replicates=options.replicates,
     )
     out["card_section"] = "artifacts/card_section.md"
     return out
