@@ -213,6 +213,8 @@ class Runner:
 
         from factory.fingerprint import referenced_backends
 
+        if hasattr(self.executor, "connect") and any(s in forced or self.status(s).state != "cached" for s in visit):
+            self.executor.connect()  # from this thread, before the stage threads (Ray installs signal handlers)
         todo = list(visit)
         waits = {s: set(self.recipe.upstream(s)) & set(visit) for s in visit}
         llm_lock = Lock()
