@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
+import pytest
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from factory.recipe import load_recipe
@@ -124,3 +125,51 @@ def test_personas_and_questions_roles(tmp_path):
     assert qs.to_list()[0] == {
         "question_id": "q1", "source": "my_survey", "text": "Pick one", "kind": "choice", "options": ["Yes", "No"]
     }  # fmt: skip
+
+
+BASE = "uuid: person_id, sex: sex, state: geography"
+MALFORMED = [
+    # at `factory validate`: the recipe alone is wrong
+    ("columns: {uuid: person_id, sex: gender}", "columns.sex: 'gender' is not a people column"),
+    ("columns: {uuid: person_id, state: geography, city: geography}", "'state' and 'city' both map to geography"),
+    (
+        "columns: {uuid: person_id, education_level: education}\n    values: {education_level: {x: y}}",
+        "values.education_level: 'education_level' is not a mapped people column (values are keyed by role column: "
+        "'education')",
+    ),
+    ("columns: {uuid: person_id}\n    constants: {stile: x}", "constants.stile: 'stile' is not a people column"),
+    ("role: personas\n    columns: {uuid: person_id}\n    constants: {style: s}", "nothing maps to persona"),
+    (f"columns: {{{BASE}}}\n    from: hub://org/name", "pin a revision, e.g. hub://org/name@v1"),
+    (f"columns: {{{BASE}}}\n    from: ../outside.parquet", "'../outside.parquet' resolves outside the recipe's folder"),
+    # at build: the data does not fit the mapping (one line naming dataset, column and row)
+    ("columns: {uuid: person_id, gender: sex}", "people.parquet: no column 'gender' (mapped to sex)"),
+    (
+        "columns: {uuid: person_id, education_level: education}",
+        "people.parquet: column 'education_level' (-> education), train row 0: 'graduate' is not one of the "
+        "education categories (closest: 'Graduate or professional degree'",
+    ),
+    (
+        "columns: {uuid: person_id, state: age}",
+        "people.parquet: column 'state' (-> age), train row 0: 'DC' is not an int16",
+    ),
+    (
+        "columns: {uuid: person_id, sex: sex}\n    values: {sex: {Female: Woman}}",
+        "column 'sex' (-> sex), train row 0: 'Woman' is not one of the sex categories (closest: 'Male', 'Female'",
+    ),
+    ("columns: {bachelors_field: person_id}\n    values: {person_id: {'': null}}", "train row 1: no value (required)"),
+    (f"columns: {{{BASE}}}\n    sample: 1000", "people.parquet: sample 1000 is more than its 240 rows"),
+]
+
+
+@pytest.mark.parametrize("mapping,message", MALFORMED, ids=[m[1][:40] for m in MALFORMED])
+def test_malformed_mappings_are_one_line_each(tmp_path, cli, mapping, message):
+    shutil.copy(FIXTURE, tmp_path / "people.parquet")
+    (tmp_path / "outside.parquet").touch()
+    (tmp_path / "in").mkdir()
+    recipe = tmp_path / "in" / "recipe.yaml"
+    shutil.copy(FIXTURE, tmp_path / "in" / "people.parquet")
+    given = {line.strip().split(":")[0] for line in mapping.splitlines()}
+    defaults = "".join(f"    {k}: {v}\n" for k, v in (("from", "people.parquet"), ("role", "people")) if k not in given)
+    recipe.write_text("name: bad\nstages:\n  people:\n    uses: dataset\n" + defaults + "    " + mapping)
+    result = cli("build", recipe, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr

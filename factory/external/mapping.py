@@ -177,12 +177,23 @@ def _categories(arr: Any, role: Role, col: str, where: str, rows: Rows) -> Any:
     if pc.any(bad).as_py():
         i = _first(bad)
         value = arr[i].as_py()
-        close = difflib.get_close_matches(value, allowed, n=3, cutoff=0.0)
+        close = ", ".join(map(repr, closest(str(value), allowed)))
         raise DataError(
-            f"{where}, {rows.name(i)}: '{value}' is not a {col} category (closest: {', '.join(map(repr, close))}; "
+            f"{where}, {rows.name(i)}: '{value}' is not one of the {col} categories (closest: {close}; "
             f"map it under values.{col})"
         )
     return codes.cast(pa.int64()) if role.columns[col] == "label" else arr
+
+
+def closest(value: str, allowed: list[str], n: int = 3) -> list[str]:
+    """The allowed values nearest to `value`: those containing it (or contained in it) first, ignoring case, then
+    by difflib's similarity."""
+    low = value.casefold()
+    by_name = {a.casefold(): a for a in allowed}
+    ratio = {k: difflib.SequenceMatcher(None, low, k).ratio() for k in by_name}
+    contains = [by_name[k] for k in sorted(by_name, key=lambda k: -ratio[k]) if low and (low in k or k in low)]
+    similar = [by_name[k] for k in difflib.get_close_matches(low, list(by_name), n=n, cutoff=0.0)]
+    return list(dict.fromkeys(contains + similar))[:n]
 
 
 def _first(mask: Any) -> int:

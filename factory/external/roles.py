@@ -61,6 +61,11 @@ PEOPLE_CATEGORIES = {
 }
 
 
+def _row_ids(columns: dict[str, Any], rows: Any) -> list[str]:
+    """'<split>-<row>': an id for sources that have none."""
+    return rows.ids()
+
+
 def people() -> Role:
     """The `meta_personas` columns (its categories; `geography` a state postal code)."""
     columns = {"person_id": "string", "geography": "label", "weight": "float64", "age": "int16"}
@@ -69,7 +74,7 @@ def people() -> Role:
         "people",
         columns,
         required=("person_id", "weight"),
-        defaults={"person_id": lambda columns, rows: rows.ids(), "weight": 1.0},
+        defaults={"person_id": _row_ids, "weight": 1.0},
         categories={"geography": _geographies(), **PEOPLE_CATEGORIES},
     )
 
@@ -105,7 +110,7 @@ def questions() -> Role:
         "questions",
         columns,
         required=("question_id", "source", "text", "kind", "options"),
-        defaults={"source": "dataset", "kind": _kind},
+        defaults={"question_id": _row_ids, "source": "dataset", "kind": _kind},
         categories={"kind": list(KINDS)},
     )
 

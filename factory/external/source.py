@@ -18,6 +18,7 @@ asked for (a seeded sample's positions, or one batch of them).
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def parse_source(text: str, base_dir: Path | str) -> Source:
     """A `from:` value as a typed source; ValueError with a one-line reason."""
     roots = allowed_roots(Path(base_dir))
     if hub_inputs.is_hub(text):
-        if ":" in text.rpartition("@")[2]:
+        if "@" in text and ":" in text.rpartition("@")[2]:
             raise ValueError(f"'{text}': name the config with `config:`, not after the revision")
         ref = hub_inputs.parse(text, base_dir)
         if ref.kind == "folder" and not inside(Path(ref.repo), roots):
@@ -173,10 +174,32 @@ def _hub_parts(source: HubSource, splits: list[str] | None, config: str | None, 
     else:
         where, kwargs = ref.repo, {"revision": ref.revision}
     try:
-        loaded = datasets.load_dataset(where, config, cache_dir=str(scratch / "hf"), **kwargs)
+        with _quiet():
+            loaded = datasets.load_dataset(where, config, cache_dir=str(scratch / "hf"), **kwargs)
     except Exception as exc:  # datasets and huggingface_hub raise many kinds; the user needs one line
         raise DataError(f"{source}: {hub_error(exc, ref)}") from None
     return [_arrow_part(s, loaded[s]) for s in _chosen(source, list(loaded), splits)]
+
+
+@contextmanager
+def _quiet():
+    """The clients' retry warnings and progress bars off: a failure is reported once, as one line."""
+    import datasets
+    from huggingface_hub.utils import logging as hub_logging
+
+    modules = (datasets.utils.logging, hub_logging)
+    levels = [m.get_verbosity() for m in modules]
+    bars_were_off = datasets.are_progress_bars_disabled()
+    for module in modules:
+        module.set_verbosity_error()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        for module, level in zip(modules, levels):
+            module.set_verbosity(level)
+        if not bars_were_off:
+            datasets.enable_progress_bars()
 
 
 def _export(ref: hub_inputs.HubRef, scratch: Path) -> str:
@@ -195,15 +218,17 @@ def _export(ref: hub_inputs.HubRef, scratch: Path) -> str:
 
 def hub_error(exc: BaseException, ref: hub_inputs.HubRef) -> str:
     """One line for why a Hub dataset could not be loaded: no such revision or repo, no network, or the cause."""
+    from datasets.exceptions import DatasetNotFoundError
     from huggingface_hub import constants, errors
 
     chain = _causes(exc)
     if any(isinstance(e, errors.RevisionNotFoundError) for e in chain):
         return f"revision '{ref.revision}' does not exist"
-    if any(isinstance(e, errors.RepositoryNotFoundError) for e in chain):
+    if any(isinstance(e, (errors.RepositoryNotFoundError, DatasetNotFoundError)) for e in chain):
         return f"no dataset '{ref.repo}' on {constants.ENDPOINT} (or it is private: set HF_TOKEN)"
-    if any(isinstance(e, (ConnectionError, TimeoutError, errors.OfflineModeIsEnabled)) or _network(e) for e in chain):
-        return f"cannot reach {constants.ENDPOINT} (no network?): {_first_line(chain[-1])}"
+    unreachable = [e for e in chain if isinstance(e, (OSError, errors.OfflineModeIsEnabled)) or _network(e)]
+    if unreachable:
+        return f"cannot reach {constants.ENDPOINT} (no network?): {_first_line(unreachable[-1])}"
     return f"cannot load: {_first_line(exc)}"
 
 
