@@ -26,6 +26,7 @@ STAGES: dict[str, str] = {
     "trait_control": "factory.stages.trait_control",
     "review": "factory.stages.review",
     "dataset": "factory.stages.dataset",
+    "audit": "factory.stages.audit",
 }
 
 BACKENDS: dict[str, str] = {

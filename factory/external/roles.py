@@ -51,7 +51,7 @@ PEOPLE_CATEGORIES = {
     "occupation": _with_none(vocab.OCCUPATION),
     "industry": _with_none(vocab.INDUSTRY),
     "class_of_worker": _with_none(vocab.CLASS_OF_WORKER),
-    "household_income": vocab.HOUSEHOLD_INCOME,
+    "household_income": [*vocab.HOUSEHOLD_INCOME, vocab.NONE],  # None: group quarters
     "health_insurance": vocab.HEALTH_INSURANCE,
     "veteran_status": vocab.VETERAN,
     "language": vocab.LANGUAGE,
