@@ -154,3 +154,38 @@ def test_live_hub_questions(tmp_path):
     (data,) = (tmp_path / "runs" / "live" / "mmlu").glob("*/data")
     got = load_from_disk(str(data))
     assert len(got) == 5 and all(len(o) == 4 for o in got["options"]) and set(got["kind"]) == {"choice"}
+
+
+def test_hub_personas_are_audited_answer_the_election_and_are_evaluated(hub, tmp_path, tiny_path):
+    """Done-when: the shipped recipe with its people and persona texts served by the loopback Hub in a foreign
+    (Nemotron-Personas) schema: audited against the census, answering the election questions on the tiny model
+    in their own style beside their census facts, and evaluated like the factory's own styles."""
+    recipe = tmp_path / "audit_personas.yaml"
+    recipe.write_text((TESTS.parent / "recipes" / "audit_personas.yaml").read_text())
+    source = f"hub://{REPO}@v1"
+    args = [f"stages.people.from={source}", f"stages.nemotron.from={source}", "stages.people.sample=60"]
+    args += [f"backends.small.model={tiny_path}", "vars.n_voters=6"]
+    result = factory(hub.url, tmp_path, "build", recipe.name, *args)
+    assert result.returncode == 0, result.stderr
+
+    from datasets import load_from_disk
+
+    def stage(name: str, extra: str = "data"):
+        (path,) = (tmp_path / "runs" / "audit_personas" / name).glob(f"*/{extra}")
+        return load_from_disk(str(path)).to_pandas()
+
+    people = stage("people")
+    assert len(people) == 60 and set(people["person_id"]) <= {r["uuid"] for r in pq.read_table(FIXTURE).to_pylist()}
+    audit = stage("audit")
+    assert set(audit["margin"]) >= {"S0101 age x sex", "S1201 marital status x age x sex"}
+    assert (audit.groupby("geography")["persons"].max().sum()) == len(people)
+    assert "S2301 employment x age" in set(stage("audit", "not_compared")["what"])
+
+    votes = stage("votes")
+    assert set(votes["style"]) == {"meta", "nemotron"} and votes["valid"].all()
+    assert set(votes["person_id"]) <= set(people["person_id"]) and votes["person_id"].nunique() == 6
+    styles = stage("evaluate", "styles")
+    nemotron = styles[(styles["style"] == "nemotron") & (styles["metric"] == "election_mae_2020")]
+    assert len(nemotron) == 1 and 0 <= nemotron["value"].iloc[0] <= 1
+    elections = stage("evaluate", "elections")
+    assert set(elections[elections["style"] == "nemotron"]["state"]) <= {"NY", "WY", "DC"}
