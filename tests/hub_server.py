@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,8 +51,34 @@ class Repo:
         return self.refs.get(revision)
 
 
-def folder_files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def parquet_bytes(table) -> bytes:
+    import io
+
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def hub_env(endpoint: str, home: Path) -> dict[str, str]:
+    """The user's environment with the Hub at `endpoint`, caches under `home`, online, and no token (for a
+    `factory` subprocess: huggingface_hub reads HF_ENDPOINT when it is imported)."""
+    tests = Path(__file__).resolve().parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    return env | {
+        "HF_ENDPOINT": endpoint,
+        "HF_HOME": str(home / "hf"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_ETAG_TIMEOUT": "5",
+        "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent)]),
+    }
+
+
+def factory(endpoint: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`factory <args>` in a subprocess against the Hub at `endpoint`."""
+    cmd = [sys.executable, "-m", "factory", *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, env=hub_env(endpoint, cwd), capture_output=True, text=True, timeout=300)
 
 
 class HubServer:

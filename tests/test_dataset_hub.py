@@ -4,7 +4,6 @@ and `datasets` run unpatched: revision info, tree listing, resolve with the Hub'
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from hub_server import HubServer, Repo
+from hub_server import HubServer, Repo, factory, parquet_bytes
 
 TESTS = Path(__file__).resolve().parent
 FIXTURE = TESTS.parent / "recipes" / "data" / "nemotron_like" / "personas.parquet"
@@ -29,12 +28,6 @@ stages:
     columns: {{uuid: person_id, sex: sex, age: age, state: geography}}
     sample: {sample}
 """
-
-
-def parquet_bytes(table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    return sink.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -57,23 +50,6 @@ def hub():
     with HubServer() as server:
         server.repos[REPO] = repo
         yield server
-
-
-def hub_env(endpoint: str, home: Path) -> dict[str, str]:
-    """The user's environment with the Hub at `endpoint`, caches under `home`, online, and no token."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
-    return env | {
-        "HF_ENDPOINT": endpoint,
-        "HF_HOME": str(home / "hf"),
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_ETAG_TIMEOUT": "5",
-        "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)]),
-    }
-
-
-def factory(endpoint: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "factory", *args]
-    return subprocess.run(cmd, cwd=tmp, env=hub_env(endpoint, tmp), capture_output=True, text=True, timeout=300)
 
 
 def write(tmp: Path, source: str, split: str = "[train, test]", sample: int | str = "null") -> Path:
@@ -137,6 +113,7 @@ def test_no_network_is_one_line(tmp_path):
     assert f"cannot reach {endpoint} (no network?)" in result.stderr
 
 
+@pytest.mark.live
 @pytest.mark.skipif(not os.environ.get("HF_TOKEN"), reason="live Hub test: needs HF_TOKEN and a network")
 def test_live_hub_questions(tmp_path):
     """A small public dataset (MMLU's abstract algebra questions) read as questions from the real Hub."""

@@ -11,13 +11,14 @@ fingerprinted by its repo and revision.
 
 Reading never holds the dataset in memory: Hub and folder-repo datasets are loaded by `datasets.load_dataset`
 into its memory-mapped Arrow cache, `save_to_disk` folders are memory-mapped by `load_from_disk`, and parquet,
-CSV and JSON Lines files are scanned by `pyarrow.dataset` in record batches. `Rows.take` gathers only the rows
+CSV and JSON Lines files are scanned in record batches (`LocalFiles`). `Part.take` gathers only the rows
 asked for (a seeded sample's positions, or one batch of them).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ class Part:
     """One split of a source: its rows, readable by position."""
 
     split: str
-    table: Any  # a pyarrow.dataset.Dataset (scanned in batches) or a memory-mapped pyarrow.Table
+    table: Any  # LocalFiles (scanned in batches) or a memory-mapped pyarrow.Table (datasets' Arrow files)
     num_rows: int
 
     @property
@@ -104,10 +105,67 @@ class Part:
         """The rows at these positions (sorted), only these columns, as a pyarrow Table."""
         import pyarrow as pa
 
-        indices = pa.array(positions, type=pa.int64())
-        if hasattr(self.table, "scanner"):  # pyarrow.dataset: reads batch by batch, keeps the rows asked for
-            return self.table.take(indices, columns=columns)
-        return self.table.select(columns).take(indices)
+        if isinstance(self.table, LocalFiles):
+            return _gather(self.table, positions, columns)
+        return self.table.select(columns).take(pa.array(positions, type=pa.int64()))
+
+
+SCAN_BATCH = 8_192  # rows per record batch scanned: with a 1 MiB read buffer, what a scan holds at once
+
+
+@dataclass
+class LocalFiles:
+    """Parquet, CSV or JSON Lines files of one schema, read in order, batch by batch. Parquet goes through
+    `ParquetFile.iter_batches` with a buffered stream (a whole row group is never decoded at once, which costs
+    several times its size); CSV and JSON Lines through `pyarrow.dataset`."""
+
+    files: list[Path]
+    format: str
+    schema: Any
+
+    @classmethod
+    def open(cls, files: list[Path], format: str) -> LocalFiles:
+        import pyarrow.dataset as pds
+
+        return cls(files, format, pds.dataset([str(p) for p in files], format=format).schema)
+
+    def count(self) -> int:
+        import pyarrow.dataset as pds
+        import pyarrow.parquet as pq
+
+        if self.format == "parquet":
+            return sum(pq.ParquetFile(p).metadata.num_rows for p in self.files)
+        return pds.dataset([str(p) for p in self.files], format=self.format, schema=self.schema).count_rows()
+
+    def batches(self, columns: list[str]) -> Iterator[Any]:
+        import pyarrow.dataset as pds
+        import pyarrow.parquet as pq
+
+        for path in self.files:
+            if self.format == "parquet":
+                reader = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
+                yield from reader.iter_batches(batch_size=SCAN_BATCH, columns=columns, use_threads=False)
+            else:
+                part = pds.dataset(str(path), format=self.format, schema=self.schema)
+                yield from part.to_batches(columns=columns, batch_size=SCAN_BATCH, batch_readahead=1)
+
+
+def _gather(files: LocalFiles, positions: Any, columns: list[str]) -> Any:
+    """The rows at these sorted positions, keeping only them from each batch as the scan passes."""
+    import numpy as np
+    import pyarrow as pa
+
+    kept, start = [], 0
+    for batch in files.batches(columns):
+        stop = start + batch.num_rows
+        lo, hi = np.searchsorted(positions, [start, stop])
+        if hi > lo:
+            kept.append(pa.Table.from_batches([batch]).take(pa.array(positions[lo:hi] - start, type=pa.int64())))
+        start = stop
+        if hi >= len(positions):
+            break
+    schema = pa.schema([files.schema.field(c) for c in columns])
+    return pa.concat_tables(kept).cast(schema) if kept else schema.empty_table()
 
 
 def open_parts(source: Source, splits: list[str] | None, config: str | None, cache_dir: Path | None) -> list[Part]:
@@ -124,9 +182,7 @@ def open_parts(source: Source, splits: list[str] | None, config: str | None, cac
     return [Part("train", *_scan(source))]
 
 
-def _scan(source: DataFile) -> tuple[Any, int]:
-    import pyarrow.dataset as pds
-
+def _scan(source: DataFile) -> tuple[LocalFiles, int]:
     path = source.resolved
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in FORMATS) if path.is_dir() else [path]
     kinds = {FORMATS[p.suffix.lower()] for p in files}
@@ -134,8 +190,8 @@ def _scan(source: DataFile) -> tuple[Any, int]:
         found = ", ".join(sorted(kinds)) or "no parquet, csv or jsonl file"
         raise DataError(f"{source}: a folder source holds files of one format (found {found})")
     try:
-        table = pds.dataset([str(p) for p in files], format=kinds.pop())
-        return table, table.count_rows()
+        table = LocalFiles.open(files, kinds.pop())
+        return table, table.count()
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError...: one line naming the file
         raise DataError(f"{source}: cannot read: {_first_line(exc)}") from None
 
