@@ -23,7 +23,7 @@ def built(runner: Runner, stage: str, extra: str | None = None):
 
 def test_the_shipped_recipe_audits_a_foreign_schema_offline_and_says_what_it_could_not_compare(tmp_path):
     runner = Runner(load_recipe(ROOT / "recipes" / "audit_personas.yaml"), runs_dir=tmp_path / "runs", progress=False)
-    runner.build()
+    runner.build(only=["people", "audit"])  # the audit alone: no model
     report = built(runner, "audit").to_pandas()
     assert set(report["geography"]) == {"NY", "WY", "DC"}
     assert set(report["margin"]) == {
@@ -62,6 +62,22 @@ def test_the_shipped_recipe_audits_a_foreign_schema_offline_and_says_what_it_cou
     card = (artifacts / "card_section.md").read_text()
     assert (artifacts / "fidelity.png").stat().st_size > 1000 and "How these people were built" not in card
     assert "Not compared: S1201 marital status x race/ethnicity (15-17 taken out) (needs race_ethnicity" in card
+
+
+def test_people_outside_the_census_geographies_are_listed_not_compared(tmp_path):
+    """ACS 2023 (as shipped) has the 50 states, not DC: DC's people are listed, the other states audited."""
+    runner = Runner(
+        load_recipe(ROOT / "recipes" / "audit_personas.yaml", ["stages.audit.census.source=acs2023"]),
+        runs_dir=tmp_path / "runs",
+        progress=False,
+    )
+    runner.build(only=["people", "audit"])
+    people = pq.read_table(ROOT / "recipes/data/nemotron_like/personas.parquet").to_pandas()
+    left_out = built(runner, "audit", "not_compared").to_pandas()
+    dc = left_out[left_out["geography"] == "DC"]
+    reason = f"{(people['state'] == 'DC').sum()} persons in a geography census source acs2023 does not have"
+    assert dc["reason"].tolist() == [reason]
+    assert set(built(runner, "audit").to_pandas()["geography"]) == {"NY", "WY"}
 
 
 def test_auditing_meta_personas_own_people_reproduces_its_fidelity_report(tmp_path):

@@ -122,9 +122,28 @@ def test_personas_and_questions_roles(tmp_path):
         "    columns: {qid: question_id, prompt: text, choices: options}\n    constants: {source: my_survey}\n"
     )
     qs = build(tmp_path / "q.yaml", runs="q")
+    assert qs["kind"] == ["choice", "open"]
     assert qs.to_list()[0] == {
         "question_id": "q1", "source": "my_survey", "text": "Pick one", "kind": "choice", "options": ["Yes", "No"]
     }  # fmt: skip
+
+
+def test_answers_from_elsewhere_take_the_columns_evaluate_reads(tmp_path):
+    Dataset.from_list(
+        [{"who": "p1", "state": "NY", "q": "election/1", "pick": 0}, {"who": "p2", "state": "WY", "q": "election/1",
+          "pick": 1}]
+    ).to_json(tmp_path / "a.jsonl", lines=True)  # fmt: skip
+    (tmp_path / "a.yaml").write_text(
+        "name: ans\nstages:\n  votes:\n    uses: dataset\n    from: a.jsonl\n    role: answers\n"
+        "    columns: {who: person_id, state: geography, q: question_id, pick: choice}\n"
+        "    constants: {style: survey_panel, valid: true}\n"
+    )
+    votes = build(tmp_path / "a.yaml")
+    assert votes.to_list()[1] == {
+        "person_id": "p2", "geography": "WY", "style": "survey_panel", "question_id": "election/1", "mode": "fast",
+        "round": 0, "choice": 1, "distribution": None, "valid": True,
+    }  # fmt: skip
+    assert votes.features["choice"].dtype == "int32"
 
 
 BASE = "uuid: person_id, sex: sex, state: geography"

@@ -86,6 +86,15 @@ def parse_source(text: str, base_dir: Path | str) -> Source:
     raise ValueError(f"file not found: {text}")
 
 
+def signature(source: Source) -> tuple:
+    """A local source's files with their sizes and modification times (empty for a Hub source)."""
+    if isinstance(source, HubSource):
+        return ()
+    path = source.resolved
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.is_file())
+
+
 # --- reading ----------------------------------------------------------------------------------------------------
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 from pydantic import Field
 
 from factory.census.sources import CensusOptions
-from factory.errors import DataError
 from factory.options import StageOptions
 from factory.stage import Columns, Needs, StageContext, StageOutput, rows_dataset
 
@@ -52,10 +51,7 @@ def plan(options: Options, inputs: dict, ctx: StageContext) -> list[dict]:
 
     geos = list(dict.fromkeys(_geographies(inputs["people"])))
     known = set(load_source(options.census).geographies()["geo"])
-    unknown = [g for g in geos if g not in known]
-    if unknown:
-        raise DataError(f"people.geography: '{unknown[0]}' is not a geography of census source {options.census.source}")
-    return [{"geo": g} for g in geos]
+    return [{"geo": g, "census": g in known} for g in geos]
 
 
 def _columns(people, rows: list[int]) -> dict[str, list]:
@@ -78,9 +74,14 @@ def run(options: Options, inputs: dict, ctx: StageContext) -> StageOutput:
 
     people, geo = inputs["people"], ctx.batch["geo"]
     rows = [i for i, g in enumerate(_geographies(people)) if g == geo]
+    declared = outputs(options)
+    if not ctx.batch["census"]:
+        reason = f"{len(rows)} persons in a geography census source {options.census.source} does not have"
+        left_out = rows_dataset([{"geography": geo, "what": "geography", "reason": reason}], declared["not_compared"])
+        empty = {"oneway": rows_dataset([], declared["oneway"]), "not_compared": left_out}
+        return StageOutput(rows_dataset([], declared["data"]), extras=empty)
     census = CensusGeography.fit(options.census, geo)
     report = audit(census.spec, census.fitted, _columns(people, rows))
-    declared = outputs(options)
     return StageOutput(
         rows_dataset(report.fidelity, declared["data"]),
         metrics={"persons": float(len(rows))},

@@ -111,15 +111,20 @@ def _mapping(options: Options) -> Any:
 
 
 @lru_cache(maxsize=4)
-def _parts(source: Any, split: tuple[str, ...] | None, config: str | None, cache_dir: str | None) -> list:
+def _parts(source: Any, split: tuple[str, ...] | None, config: str | None, cache_dir: str | None, _: Any) -> list:
+    """Opened once per process and source (a CSV's row count is a scan); `_` is the local files' sizes and times,
+    so a file rewritten in place is opened again."""
     from factory.external.source import open_parts
 
     return open_parts(source, list(split) if split else None, config, cache_dir)
 
 
 def _open(options: Options, ctx: StageContext) -> list:
+    from factory.external.source import signature
+
     split = tuple(options.split) if options.split else None
-    parts = _parts(options.from_, split, options.config, str(ctx.cache_dir) if ctx.cache_dir else None)
+    cache_dir = str(ctx.cache_dir) if ctx.cache_dir else None
+    parts = _parts(options.from_, split, options.config, cache_dir, signature(options.from_))
     from factory.external.mapping import check_source_columns
 
     check_source_columns(_mapping(options), parts[0].columns)
