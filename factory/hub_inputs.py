@@ -80,7 +80,7 @@ def parse(text: str, base_dir: Path | str = ".") -> HubRef:
 
 
 @cache
-def _folder_commit(repo: str, revision: str) -> str:
+def folder_commit(repo: str, revision: str) -> str:
     if not (Path(repo) / ".git").exists():
         raise DataError(f"{repo}: not a published folder repo (no .git); publish there first or fix the path")
     r = subprocess.run(
@@ -94,7 +94,7 @@ def _folder_commit(repo: str, revision: str) -> str:
 def fingerprint(ref: HubRef) -> str:
     """What a downstream fingerprint records for this input: repo and revision (the commit sha for a folder)."""
     if ref.kind == "folder":
-        payload = {"folder_commit": _folder_commit(ref.repo, ref.revision), "config": ref.config}
+        payload = {"folder_commit": folder_commit(ref.repo, ref.revision), "config": ref.config}
     else:
         payload = {"repo": ref.repo, "revision": ref.revision, "config": ref.config}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -105,7 +105,7 @@ def describe(ref: HubRef) -> dict[str, str | None]:
     """Lineage recorded in the reading stage's manifest (and from there, in cards)."""
     info: dict[str, str | None] = {"hub": ref.written, "repo": ref.repo, "revision": ref.revision, "config": ref.config}
     if ref.kind == "folder":
-        info["commit"] = _folder_commit(ref.repo, ref.revision)
+        info["commit"] = folder_commit(ref.repo, ref.revision)
     return info
 
 
@@ -143,7 +143,7 @@ def _load(ref: HubRef, scratch: Path):
 
     if ref.kind == "folder":
         source = scratch / "repo"
-        _export(ref, source)
+        export(ref, source)
         where, kwargs = str(source), {}
     else:
         where, kwargs = ref.repo, {"revision": ref.revision}
@@ -154,11 +154,11 @@ def _load(ref: HubRef, scratch: Path):
         raise DataError(f"{ref.written}: cannot load: {first}") from None
 
 
-def _export(ref: HubRef, dest: Path) -> None:
+def export(ref: HubRef, dest: Path) -> None:
     """The folder repo's files at the pinned revision (not its working tree, which may be at a later version)."""
     import tarfile
 
-    commit = _folder_commit(ref.repo, ref.revision)
+    commit = folder_commit(ref.repo, ref.revision)
     dest.mkdir(parents=True)
     archive = dest.parent / "repo.tar"  # a file, not a pipe in memory: published datasets can be large
     r = subprocess.run(

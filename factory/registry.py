@@ -25,6 +25,8 @@ STAGES: dict[str, str] = {
     "preferences": "factory.stages.preferences",
     "trait_control": "factory.stages.trait_control",
     "review": "factory.stages.review",
+    "dataset": "factory.stages.dataset",
+    "audit": "factory.stages.audit",
 }
 
 BACKENDS: dict[str, str] = {

@@ -142,24 +142,32 @@ def test_validate_with_hub_inputs_touches_no_network_and_imports_nothing_heavy(w
     assert json.loads(out.stdout) == []
 
 
-def test_hub_input_lineage_reaches_the_card(write_recipe, tmp_path, monkeypatch):
-    """A hub:// input (its download stubbed: no network here) is recorded in the manifest, and the reader's card
-    lists it in `source_datasets` and its lineage."""
+def test_hub_input_lineage_reaches_the_card(write_recipe, tmp_path):
+    """A hub:// input, fetched by `factory build` through the real clients from a loopback Hub (tests/hub_server.py),
+    is fetched once, recorded in the manifest, and the reader's card lists it in `source_datasets` and its
+    lineage."""
     from datasets import Dataset
+    from hub_server import HubServer, Repo, factory, parquet_bytes
     from huggingface_hub import DatasetCard
 
-    fetched = []
-
-    def fake_load(ref, scratch):
-        fetched.append(ref.label)
-        return Dataset.from_list([{"person_id": "p1"}, {"person_id": "p2"}])
-
-    monkeypatch.setattr(hub_inputs, "_load", fake_load)
+    readme = (
+        "---\nconfigs:\n- config_name: people\n  data_files:\n  - split: train\n"
+        "    path: data/people/train-*.parquet\n---\n"
+    )
+    people = Dataset.from_list([{"person_id": "p1"}, {"person_id": "p2"}]).data.table
+    repo = Repo()
+    repo.commit({"README.md": readme.encode(), "data/people/train-00000-of-00001.parquet": parquet_bytes(people)}, "v3")
     path = write_recipe(READER.format(url="hub://org/people-data@v3:people"))
+    with HubServer() as hub:
+        hub.repos["org/people-data"] = repo
+        first = factory(hub.url, tmp_path, "build", path.name)
+        assert first.returncode == 0, first.stderr
+        assert any(r.endswith("/people/train-00000-of-00001.parquet") for r in hub.requests)
+        hub.requests.clear()
+        again = factory(hub.url, tmp_path, "build", path.name)  # cached: fetched once
+        assert again.returncode == 0 and hub.requests == []
     runner = Runner(load_recipe(path), runs_dir=tmp_path / "runs", progress=False)
-    runner.build()
-    Runner(load_recipe(path), runs_dir=tmp_path / "runs", progress=False).build()  # cached: fetched once
-    assert fetched == ["org/people-data@v3:people"]
+    assert load_from_disk(str(runner.store("copy").data_dir))["person_id"] == ["p1", "p2"]
     (record,) = runner.store("copy").manifest()["inputs"].values()
     assert (record["repo"], record["revision"], record["config"]) == ("org/people-data", "v3", "people")
     (tmp_path / "p.yaml").write_text(f"target: folder\npath: {tmp_path / 'hub'}\n")

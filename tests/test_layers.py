@@ -3,7 +3,7 @@
 Floors, from the ground up (README, Layout); a module imports only from its own floor or below:
 
     1 ground     errors, options, seeds, hooks, resources, prompts, store, fingerprint, hub_inputs, profiles
-    2 domain     census/ questions/ llm/ answers/ personas/ judging/ training/ evaluate/ review/
+    2 domain     census/ questions/ llm/ answers/ personas/ judging/ training/ evaluate/ review/ external/
     3 contract   stage, wiring, registry, recipe
     4 stages     stages/ (thin adapters: options in, domain calls, rows out)
     5 runner     runner, executor, progress, ray_executor, ray_pool
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1] / "factory"
 FLOORS = {
     1: ["factory", "errors", "options", "seeds", "hooks", "resources", "prompts", "store", "fingerprint", "hub_inputs",
         "profiles"],
-    2: ["census", "questions", "llm", "answers", "personas", "judging", "training", "evaluate", "review"],
+    2: ["census", "questions", "llm", "answers", "personas", "judging", "training", "evaluate", "review", "external"],
     3: ["stage", "wiring", "registry", "recipe"],
     4: ["stages"],
     5: ["runner", "executor", "progress", "ray_executor", "ray_pool"],

@@ -45,30 +45,32 @@ def compare(sample: np.ndarray, margin: Margin) -> dict[str, float]:
     }
 
 
+def margins(spec: GeoSpec) -> list[tuple[str, Margin]]:
+    """Every census table a geography's fit uses, as (attribute: 'core' or the block's name, margin)."""
+    return [("core", m) for m in spec.core_margins] + [(b.name, m) for b in spec.blocks for m in b.margins]
+
+
 def report(spec: GeoSpec, codes: dict[str, np.ndarray], fit_errors: dict[str, float]) -> list[dict]:
-    rows = []
-    pairs = [("core", m) for m in spec.core_margins] + [(b.name, m) for b in spec.blocks for m in b.margins]
-    for kind, margin in pairs:
-        table = sample_table(codes, margin)
-        stats = compare(table, margin)
-        key = f"{kind}: {margin.name}"
-        rows.append(
-            {
-                "geography": spec.geo,
-                "attribute": kind,
-                "margin": margin.name,
-                "table": margin.name.split(" ")[0],
-                "dims": list(margin.dims),
-                "given": list(margin.given),
-                "cells": int(np.asarray(margin.table).size),
-                "persons": int(stats["n"]),
-                "tvd": stats["tvd"],
-                "max_abs_error": stats["max_abs_error"],
-                "tvd_oneway": stats["tvd_oneway"],
-                "fit_tvd": float(fit_errors.get(key, 0.0)),
-            }
-        )
-    return rows
+    return [row(spec, kind, margin, codes, fit_errors) for kind, margin in margins(spec)]
+
+
+def row(spec: GeoSpec, kind: str, margin: Margin, codes: dict[str, np.ndarray], fit_errors: dict[str, float]) -> dict:
+    """One report row: a sample's (`codes`) table against one census margin."""
+    stats = compare(sample_table(codes, margin), margin)
+    return {
+        "geography": spec.geo,
+        "attribute": kind,
+        "margin": margin.name,
+        "table": margin.name.split(" ")[0],
+        "dims": list(margin.dims),
+        "given": list(margin.given),
+        "cells": int(np.asarray(margin.table).size),
+        "persons": int(stats["n"]),
+        "tvd": stats["tvd"],
+        "max_abs_error": stats["max_abs_error"],
+        "tvd_oneway": stats["tvd_oneway"],
+        "fit_tvd": float(fit_errors.get(f"{kind}: {margin.name}", 0.0)),
+    }
 
 
 def constraints(spec: GeoSpec) -> list[dict]:

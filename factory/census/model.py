@@ -304,8 +304,9 @@ def race_alone(race_ethnicity: np.ndarray, hispanic_mix: np.ndarray, rng: np.ran
 
 def sample_table(codes: dict[str, np.ndarray], margin: Margin) -> np.ndarray:
     """The sample's counts in a margin's categories (persons outside its universe excluded)."""
-    idx = np.zeros(len(codes["sex"]), dtype=np.int64)
-    inside = np.ones(len(codes["sex"]), dtype=bool)
+    n = len(codes[margin.dims[0]])
+    idx = np.zeros(n, dtype=np.int64)
+    inside = np.ones(n, dtype=bool)
     for d, k in zip(margin.dims, margin.table.shape):
         m = np.asarray(margin.maps[d])[codes[d]]
         inside &= m >= 0

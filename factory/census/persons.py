@@ -243,9 +243,11 @@ def unconstrained(constraints) -> dict[str, int]:
     return {str(k): int(v) for k, v in df.groupby("attributes", sort=False)["geography"].nunique().items()}
 
 
-def fidelity_summary(fidelity, artifacts: Path, notes: list[str] | None = None, constraints=None) -> dict:
+def fidelity_summary(
+    fidelity, artifacts: Path, notes: list[str] | None = None, constraints=None, drawn: bool = True
+) -> dict:
     """Worst and mean TVD per census table over geographies, the tables above 0.01, the pairs of core attributes
-    no table constrains, and a heatmap PNG."""
+    no table constrains, and a heatmap PNG. `drawn`: the people were drawn here (the card says how)."""
     df = fidelity.to_pandas()
     if df.empty:
         return {}
@@ -269,17 +271,17 @@ def fidelity_summary(fidelity, artifacts: Path, notes: list[str] | None = None, 
     }
     _heatmap(df, artifacts / "fidelity.png")
     summary["plots"] = ["artifacts/fidelity.png"]
-    (artifacts / "card_section.md").write_text(card_section(agg, summary, notes or []))
+    (artifacts / "card_section.md").write_text(card_section(agg, summary, notes or [], drawn))
     summary["card_section"] = "artifacts/card_section.md"
     return summary
 
 
-def card_section(agg, summary: dict, notes: list[str]) -> str:
-    """Markdown for the dataset card: how people were built and how close they are to the census."""
+def card_section(agg, summary: dict, notes: list[str], drawn: bool = True) -> str:
+    """Markdown for the dataset card: how people were built (when drawn here) and how close they are to the census."""
     from factory.census import model
 
     structure = model.__doc__.split("Dependency structure", 1)[1].split("Each conditional", 1)[0]
-    lines = [
+    built = [
         "## How these people were built",
         "",
         "Dependency structure" + structure.rstrip(),
@@ -288,10 +290,13 @@ def card_section(agg, summary: dict, notes: list[str]) -> str:
         " crosses it with a parent; persons are drawn by systematic sampling from the fitted joint, so each cell's"
         " count is within one of its expectation.",
         "",
+    ]
+    lines = [
+        *(built if drawn else []),
         f"## Fidelity to the census ({summary['geographies']} geographies)",
         "",
-        "Total-variation distance (TVD) between the synthetic people and each census table, within the table's"
-        " universe and given its conditioning dimensions; worst and mean over geographies.",
+        f"Total-variation distance (TVD) between the {'synthetic ' if drawn else ''}people and each census table,"
+        " within the table's universe and given its conditioning dimensions; worst and mean over geographies.",
         "",
         "| table | worst TVD | mean TVD | worst one-way TVD | worst cell error |",
         "|---|---|---|---|---|",

@@ -8,9 +8,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from pydantic import Field, model_validator
+
+from factory.census.bigfive import BigFiveOptions
 from factory.census.states import states
+from factory.options import DataDir, DataFile, OptionBlock
 
 SOURCES = {
     "acs2018": "ACS 2018 1-year state tables (50 states + DC, 16 tables)",
@@ -88,3 +92,31 @@ def load_source(options: SourceOptions):
     from factory.census import tidy
 
     return tidy.TidySource(options.marginals.resolved, options.base_geography)
+
+
+class CensusOptions(OptionBlock):
+    """Which census joint: calibrate's people were drawn from it (the values of the upstream meta_personas stage);
+    audit compares any people with it."""
+
+    source: Literal["acs2018", "acs2023", "tidy"] = Field("acs2018", description="census source (as meta_personas)")
+    census_dir: DataDir | None = Field(None, description="acs2018 source: tables from this folder (as meta_personas)")
+    marginals: DataFile | None = Field(None, description="tidy source: the marginals file (as meta_personas)")
+    base_geography: str | None = Field(None, description="tidy source: ACS 2018 state seeding the fit")
+    min_age: int = Field(18, ge=18, le=99, description="youngest age in the universe (as meta_personas)")
+    max_age: int = Field(99, ge=18, le=99, description="oldest age in the universe (as meta_personas)")
+    ipf_tolerance: float = Field(1e-6, gt=0, le=0.01, description="IPF tolerance of the fit (as meta_personas)")
+    bigfive: BigFiveOptions = Field(
+        default_factory=BigFiveOptions, description="census mode: re-drawn persons get fresh traits; else kept"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CensusOptions:
+        if self.min_age > self.max_age:
+            raise ValueError(f"min_age {self.min_age} is above max_age {self.max_age}")
+        if self.source == "tidy" and (self.marginals is None or self.base_geography is None):
+            raise ValueError("source 'tidy' needs marginals (the file) and base_geography (an ACS 2018 state)")
+        if self.source != "tidy" and self.marginals is not None:
+            raise ValueError(f"marginals is only read by source 'tidy', not '{self.source}'")
+        if self.census_dir is not None and self.source != "acs2018":
+            raise ValueError(f"census_dir is only read by source 'acs2018', not '{self.source}'")
+        return self

@@ -100,6 +100,23 @@ def reflective_schema() -> dict[str, Any]:
 SCHEMAS = {"objective_table": objective_schema, "subjective_table": subjective_schema, "reflective": reflective_schema}
 
 
+# (fact, column) in the order a prompt tells them; state is the geography's name (its code for mapped people)
+_FACTS = [
+    ("age", "age"),
+    ("sex", "sex"),
+    ("race/ethnicity", "race_ethnicity"),
+    ("state", "geography_name"),
+    ("education", "education"),
+    ("employment", "employment_status"),
+]
+_FACTS_AFTER_WORK = [
+    ("marital status", "marital_status"),
+    ("household income", "household_income"),
+    ("language at home", "language"),
+    ("citizenship", "citizenship"),
+]
+
+
 def facts(row: dict[str, Any], names: dict[str, list[str]]) -> dict[str, Any]:
     """A meta persona as readable facts for a prompt (full or paper mode rows), Big Five included where present."""
 
@@ -109,27 +126,20 @@ def facts(row: dict[str, Any], names: dict[str, list[str]]) -> dict[str, Any]:
 
     if "STATE" in row:  # paper mode
         return {"age": label("AGE"), "sex": label("SEX"), "race": label("RACE"), "state": row["STATE"]}
-    out: dict[str, Any] = {
-        "age": row["age"],
-        "sex": label("sex"),
-        "race/ethnicity": label("race_ethnicity"),
-        "state": row["geography_name"],
-        "education": label("education"),
-        "employment": label("employment_status"),
-    }
-    if label("occupation") != vocab.NONE:
+    # people mapped from another dataset (`uses: dataset`) carry only some columns: a fact is told when present
+    has = {c for c in row if row[c] is not None}
+    if "geography_name" not in has and "geography" in has:
+        has.add("geography_name")
+        row = {**row, "geography_name": label("geography")}
+    out: dict[str, Any] = {k: label(c) for k, c in _FACTS if c in has}
+    if "occupation" in has and label("occupation") != vocab.NONE:
         out["occupation"] = label("occupation")
         out["industry"] = label("industry")
-    out.update(
-        {
-            "marital status": label("marital_status"),
-            "household income": label("household_income"),
-            "language at home": label("language"),
-            "citizenship": label("citizenship"),
-            "veteran": label("veteran_status") == "Veteran",
-            "health insurance": label("health_insurance"),
-        }
-    )
+    out |= {k: label(c) for k, c in _FACTS_AFTER_WORK if c in has}
+    if "veteran_status" in has:
+        out["veteran"] = label("veteran_status") == "Veteran"
+    if "health_insurance" in has:
+        out["health insurance"] = label("health_insurance")
     if "openness" in row:
         out["Big Five (0-1)"] = {
             t: round(float(row[t]), 2)

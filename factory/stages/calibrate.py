@@ -67,17 +67,17 @@ import json
 import logging
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from factory.census.bigfive import BigFiveOptions
 from factory.census.persons import FULL_COLUMNS, person_columns
 from factory.census.raking import RAKEABLE
 from factory.census.redraw import CensusGeography, Verdict, redraw_flagged
+from factory.census.sources import CensusOptions
 from factory.errors import DataError, did_you_mean
-from factory.options import BackendRef, DataDir, DataFile, OptionBlock, StageOptions
+from factory.options import BackendRef, OptionBlock, StageOptions
 from factory.stage import Columns, Needs, StageContext, StageOutput, rows_dataset
 
 log = logging.getLogger(__name__)
@@ -101,33 +101,6 @@ CENSUS_FIELDS = (
     "ipf_tolerance",
     "bigfive",
 )
-
-
-class CensusOptions(OptionBlock):
-    """Which census joint the people were drawn from: the same values as the upstream meta_personas stage."""
-
-    source: Literal["acs2018", "acs2023", "tidy"] = Field("acs2018", description="census source (as meta_personas)")
-    census_dir: DataDir | None = Field(None, description="acs2018 source: tables from this folder (as meta_personas)")
-    marginals: DataFile | None = Field(None, description="tidy source: the marginals file (as meta_personas)")
-    base_geography: str | None = Field(None, description="tidy source: ACS 2018 state seeding the fit")
-    min_age: int = Field(18, ge=18, le=99, description="youngest age in the universe (as meta_personas)")
-    max_age: int = Field(99, ge=18, le=99, description="oldest age in the universe (as meta_personas)")
-    ipf_tolerance: float = Field(1e-6, gt=0, le=0.01, description="IPF tolerance of the fit (as meta_personas)")
-    bigfive: BigFiveOptions = Field(
-        default_factory=BigFiveOptions, description="census mode: re-drawn persons get fresh traits; else kept"
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CensusOptions:
-        if self.min_age > self.max_age:
-            raise ValueError(f"min_age {self.min_age} is above max_age {self.max_age}")
-        if self.source == "tidy" and (self.marginals is None or self.base_geography is None):
-            raise ValueError("source 'tidy' needs marginals (the file) and base_geography (an ACS 2018 state)")
-        if self.source != "tidy" and self.marginals is not None:
-            raise ValueError(f"marginals is only read by source 'tidy', not '{self.source}'")
-        if self.census_dir is not None and self.source != "acs2018":
-            raise ValueError(f"census_dir is only read by source 'acs2018', not '{self.source}'")
-        return self
 
 
 class PlausibilityJudgeOptions(OptionBlock):
