@@ -379,3 +379,19 @@ def summary_draws(
             "sim_national_dem_share": (v * np.where(have, shares, 0.0)).sum(axis=1) / v.sum(axis=1),
             "signed_bias": np.where(have, err, 0.0).sum(axis=1) / n,
         }
+
+
+def spread_of(rows: list[dict], keys: list[str]) -> list[dict]:
+    """Per distinct `keys`, the spread of the rows' `value` across replicates: count, mean, sample standard
+    deviation (None for one), min and max."""
+    import pandas as pd
+
+    out: list[dict] = []
+    if not rows:
+        return out
+    for key, g in pd.DataFrame(rows).groupby(keys, sort=True):
+        v = g["value"].to_numpy(dtype=np.float64)
+        sd = float(v.std(ddof=1)) if len(v) > 1 else None
+        stats = {"replicates": len(v), "mean": float(v.mean()), "sd": sd, "min": float(v.min()), "max": float(v.max())}
+        out.append(dict(zip(keys, key)) | stats)
+    return out
