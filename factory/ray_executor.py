@@ -57,6 +57,23 @@ def _dataset(table: Any) -> Any:
     return Dataset(InMemoryTable(table))  # features come back from the schema's metadata
 
 
+def _packed(table: Any) -> Any:
+    """A table as Arrow IPC bytes. Ray's own Arrow reducer trims buffers (an empty list's offsets, 16 bytes, become
+    4), so the bytes written would depend on the executor; IPC keeps them as a local build's checkpoints do."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _unpacked(buffer: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(buffer).read_all()
+
+
 def _run_shipped(task: BatchTask, shipped: dict[str, Any]) -> BatchResult:
     """A batch on a Ray worker: inputs from the object store, the result back through it."""
     import datasets
@@ -65,10 +82,13 @@ def _run_shipped(task: BatchTask, shipped: dict[str, Any]) -> BatchResult:
     datasets.disable_progress_bars()
 
     def get(ref: Any) -> Any:
-        return _dataset(ray.get(ref))
+        return _dataset(_unpacked(ray.get(ref)))
 
     inputs = {role: {n: get(r) for n, r in v.items()} if isinstance(v, dict) else get(v) for role, v in shipped.items()}
-    return run_task(task, inputs)
+    result = run_task(task, inputs)
+    result.table = _packed(result.table)
+    result.extras = {name: _packed(t) for name, t in result.extras.items()}
+    return result
 
 
 def _ship_upstream(upstream: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +182,7 @@ class RayExecutor:
 
         def put(path: str) -> Any:  # each input once, however many batches read it
             if path not in refs:
-                refs[path] = ray.put(load_input(path).data.table)
+                refs[path] = ray.put(_packed(load_input(path).data.table))
             return refs[path]
 
         remote = ray.remote(_run_shipped).options(
@@ -183,6 +203,8 @@ class RayExecutor:
                     task = pending.pop(ref)
                     try:
                         result = ray.get(ref)
+                        result.table = _unpacked(result.table)
+                        result.extras = {name: _unpacked(t) for name, t in result.extras.items()}
                     except RayTaskError as exc:  # the stage raised: as a local build would
                         cause = exc.cause if isinstance(exc.cause, BaseException) else exc
                         error = error or cause

@@ -183,11 +183,13 @@ def test_meta_personas_on_ray_equals_local(cluster, write_recipe, tmp_path):
     path = write_recipe(
         "name: m\nseed: 1\nstages:\n  people: {uses: meta_personas, geographies: [NY, DC, WY, VT], "
         "n_per_geography: 300}\n  calibrated: {uses: calibrate, inputs: [people]}\n"
+        "  election: {uses: questions, sets: [election]}\n"  # lists of empty structs: Ray's own reducer trims them
     )
     local = build(path, tmp_path / "local")
     remote = build(path, tmp_path / "ray", "ray")
     same_outputs(local, remote, "people", "fidelity")
     same_outputs(local, remote, "calibrated")
+    same_outputs(local, remote, "election")
     manifest = remote.store("people").manifest()
     assert manifest["executor"] == "ray" and manifest["cluster"]["nodes"] == 2
     assert manifest["cluster"]["stage_resources"]["tasks"] == 4
