@@ -49,7 +49,7 @@ class Replica:
     """One engine in one actor (made remote by `Pool`). A background thread runs the engine; `submit` adds
     requests to its running batch and `take` returns what finished."""
 
-    def __init__(self, config: Any, threads: int = 0):
+    def __init__(self, config: Any, threads: int = 0, lockstep: bool = False):
         from factory.llm.backend import load
 
         if threads and config.type == "transformers":
@@ -61,6 +61,9 @@ class Replica:
         self.cond = threading.Condition()
         self.inbox: deque = deque()
         self.outbox: list = []
+        self.lockstep = lockstep  # each finished request waits for its follow-ups (`reply`), as a local run does
+        self.awaiting: set = set()  # tags whose follow-ups the decode loop is waiting for
+        self.replies: dict[Any, list] = {}
         self.engine_lock = threading.Lock()  # generate (background thread) and score (calls) take turns
         self.stats = {"requests": 0, "errors": 0, "tokens_out": 0, "busy_s": 0.0, "scored": 0}
         threading.Thread(target=self._loop, daemon=True).start()
@@ -78,6 +81,16 @@ class Replica:
     def submit(self, items: list[tuple[Any, GenerationRequest]]) -> None:
         with self.cond:
             self.inbox.extend(items)
+            self.cond.notify_all()
+
+    def reply(self, tag: Any, items: list[tuple[Any, GenerationRequest]]) -> None:
+        """The follow-ups of a finished request (lockstep): they join the running batch at the step it finished,
+        as a local run's would; for a request nothing waits on (re-run alone after an engine error) they queue."""
+        with self.cond:
+            if tag in self.awaiting:
+                self.replies[tag] = items
+            else:
+                self.inbox.extend(items)
             self.cond.notify_all()
 
     def take(self, timeout: float = 0.5) -> list[tuple[Any, GenerationResult]]:
@@ -123,8 +136,15 @@ class Replica:
         def follow(j: int, result: GenerationResult) -> list[GenerationRequest]:
             done.add(j)
             with self.cond:
+                more = []
+                if self.lockstep:
+                    self.awaiting.add(tags[j])
                 self._put(tags[j], result)
-                more = list(self.inbox)  # what arrived meanwhile joins the running batch
+                if self.lockstep:
+                    self.cond.wait_for(lambda: tags[j] in self.replies)
+                    self.awaiting.discard(tags[j])
+                    more = self.replies.pop(tags[j])
+                more += list(self.inbox)  # what arrived meanwhile joins the running batch
                 self.inbox.clear()
             tags.extend(t for t, _ in more)
             requests.extend(r for _, r in more)
@@ -162,7 +182,13 @@ class Pool:
         self.config = config
         self.replace_budget = max_retries
         self.num_cpus = num_cpus
+        # one replica runs in lockstep with the stage: it gets each call's requests at once and every finished
+        # request waits for its follow-ups, so its engine sees what a local one sees, step for step (the bytes
+        # match); several replicas share requests as they free up and follow-ups go to whichever has room
+        self.lockstep = replicas == 1
         self.window = window or 2 * int(getattr(config, "batch_size", None) or getattr(config, "concurrency", 8))
+        if self.lockstep:
+            self.window = 1 << 30
         self._actor_class = ray.remote(
             num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0, max_task_retries=0, max_concurrency=4
         )(Replica)
@@ -204,7 +230,7 @@ class Pool:
         """Start a replica; it gets work once its engine has loaded (a replacement that cannot be placed, its node
         gone, never holds requests hostage)."""
         rid = next(self._ids)
-        self.handles[rid] = self._actor_class.remote(self.config, max(1, int(self.num_cpus)))
+        self.handles[rid] = self._actor_class.remote(self.config, max(1, int(self.num_cpus)), self.lockstep)
         self.starting[self.handles[rid].info.remote()] = rid
 
     def _ready(self, rid: int, info: dict[str, Any]) -> None:
@@ -232,6 +258,19 @@ class Pool:
     def submit(self, route: int, items: list[tuple[int, GenerationRequest]]) -> None:
         with self.lock:
             self.pending.extend(((route, j), r) for j, r in items)
+        self.wake.set()
+
+    def reply(self, rid: int, tag: Any, route: int, items: list[tuple[int, GenerationRequest]]) -> None:
+        """Lockstep: the follow-ups of request `tag` (possibly none) back to the replica that ran it; if that
+        replica is gone they queue like any request."""
+        tagged = [((route, j), r) for j, r in items]
+        with self.lock:
+            actor = self.actors.get(rid)
+            if actor is not None:
+                self.inflight[rid].update(tagged)
+                actor.reply.remote(tag, tagged)
+                return
+            self.pending.extend(tagged)
         self.wake.set()
 
     def _dispatch(self) -> None:
@@ -277,7 +316,11 @@ class Pool:
                     if self.inflight.get(rid, {}).pop(tag, None) is not None:
                         self.answered += 1
                         self.tokens += result.completion_tokens
-                        self.routes[tag[0]].put((tag[1], result))
+                        route = self.routes.get(tag[0])
+                        if route is not None:
+                            route.put((tag[1], result, rid))
+                        elif self.lockstep:  # its stage call has ended (it raised): nothing follows
+                            self.reply(rid, tag, tag[0], [])
             if self.failure:
                 for q in list(self.routes.values()):
                     q.put(None)
@@ -335,12 +378,15 @@ class PoolBackend:
                 got = answers.get()
                 if got is None:
                     raise ReplicaError(pool.failure)
-                j, result = got
+                j, result, rid = got
                 results[j] = result
                 more = follow(j, result) if follow is not None else []
-                if more:
-                    pool.submit(route, list(enumerate(more, start=len(requests))))
-                    requests += more
+                tagged = list(enumerate(more, start=len(requests)))
+                requests += more
+                if pool.lockstep:
+                    pool.reply(rid, (route, j), route, tagged)
+                elif more:
+                    pool.submit(route, tagged)
         finally:
             pool.routes.pop(route, None)
         return [results[j] for j in range(len(requests))]

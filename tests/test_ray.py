@@ -308,6 +308,26 @@ def test_replicas_that_cannot_fit_on_the_cluster_are_one_line(cluster, tmp_path,
     ), lines
 
 
+@pytest.mark.ray
+def test_one_replica_runs_in_lockstep_and_writes_a_local_builds_bytes_in_bfloat16(cluster, tmp_path, tiny_path):
+    # bfloat16 sums move with the batch's make-up: only an engine that sees each request and follow-up (retries,
+    # reflective turns) at the very step a local one does writes the same text
+    block = "executor:\n  backends: {tiny: {replicas: 1, num_cpus: 1}}\n"
+    path = _personas_recipe(tmp_path, tiny_path, extra=block)
+    path.write_text(path.read_text().replace("batch_size: 4}", "batch_size: 4, dtype: bfloat16}"))
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the replica's one CPU
+    try:
+        local = build(path, tmp_path / "local")
+    finally:
+        torch.set_num_threads(before)
+    remote = build(path, tmp_path / "ray", "ray")
+    same_outputs(local, remote, "personas", "drift", "failures")
+    assert remote.store("personas").manifest()["metrics"]["backend_calls"] > 12  # retries and reflective turns ran
+
+
 def _failed(runner: Runner) -> list[tuple[str, str]]:
     import json
 
