@@ -163,7 +163,7 @@ def load(config: Any, cache_path: Path | None = None) -> CachedBackend:
             try:
                 from factory.llm.vllm_backend import VLLMBackend
 
-                _LOADED[key] = VLLMBackend(config, config.model or models.DEFAULT_MODEL_ID)
+                _LOADED[key] = VLLMBackend.start(config, config.model or models.DEFAULT_MODEL_ID)
             except ImportError:
                 raise FactoryError(
                     "the vllm backend needs the `vllm` extra on a GPU machine: pip install 'persona-factory[vllm]'"

@@ -46,6 +46,9 @@ class VLLMConfig(BackendConfig):
     tensor_parallel_size: int = operational(1, description="GPUs one model is split over", ge=1)
     gpu_memory_utilization: float = operational(0.9, description="share of GPU memory vLLM may take", gt=0, le=1)
     enable_prefix_caching: bool = operational(True, description="reuse KV cache of shared prompt prefixes")
+    chunk_size: int = operational(
+        512, description="requests per engine call; each call's answers are cached when it returns", ge=1
+    )
 
 
 class OpenAIConfig(BackendConfig):
