@@ -10,6 +10,8 @@ was sent.
 
 from __future__ import annotations
 
+import gc
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,24 @@ class CachedBackend:
             else:
                 out.append(ScoreResult(**{**found[k], "cached": True}))
         return out
+
+
+def release(config: Any) -> bool:
+    """Unload the engine `load` holds for a backend config, and give its GPU memory back (the next model, or a
+    training stage, needs it): the engine's own `close` (vLLM's shutdown), a collection, CUDA's cached blocks.
+    False when none was loaded."""
+    engine = _LOADED.pop(config.model_dump_json(), None)
+    if engine is None:
+        return False
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
+    del engine
+    gc.collect()
+    torch = sys.modules.get("torch")  # never imported just to free memory
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return True
 
 
 def has_gpu() -> bool:

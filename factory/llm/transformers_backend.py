@@ -71,6 +71,12 @@ class TransformersBackend:
         self.jump_forward = jump_forward  # feed the text a grammar forces in one pass (`decode.forced_tokens`)
         self._forced: dict[str, list[int]] = {}  # text a grammar forces -> its tokens
 
+    def close(self) -> None:
+        """Drop the weights and compiled grammars (`factory.llm.backend.release`); unusable afterwards."""
+        self.model = None
+        self._compiled.clear()
+        self._grammar = None
+
     def _eos_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
         gen = getattr(self.model, "generation_config", None)
