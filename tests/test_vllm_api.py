@@ -159,7 +159,7 @@ def test_scores_are_summed_token_logprobs_along_each_option(engine):
     tok = engine.get_tokenizer.return_value
     request = ScoreRequest.chat([{"role": "user", "content": "pick"}], ["Answer: A", "Answer: B", "maybe yes", "no"])
     [result] = backend.score_choices([request])
-    prompt = backend.prompt_ids(request)
+    prompt = vllm_backend.option_steps.chat_ids(tok, request.message_dicts())
     for option, score in zip(request.options, result.logprobs):
         ids = tok.encode(option, add_special_tokens=False)
         expected = sum(toy_logprob(tuple(prompt + ids[:j]), t) for j, t in enumerate(ids))

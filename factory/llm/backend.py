@@ -178,6 +178,7 @@ def load(config: Any, cache_path: Path | None = None) -> CachedBackend:
                 config.timeout_s,
                 config.max_retries,
                 config.revision,
+                config.tokenizer,
             )
         elif config.type == "vllm":
             try:

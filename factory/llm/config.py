@@ -56,6 +56,11 @@ class OpenAIConfig(BackendConfig):
 
     type: Literal["openai"] = "openai"
     model: str = Field(..., description="model name the server expects")
+    tokenizer: str | None = Field(
+        None,
+        description="Hub id or folder of the served model's tokenizer, for logprob scoring; default: `model`",
+        json_schema_extra={"fingerprint": "omit_if_none"},
+    )
     base_url: str = operational("http://127.0.0.1:8000/v1", description="server URL")
     api_key_env: str | None = operational(
         "OPENAI_API_KEY", description="environment variable holding the API key (the key itself is never stored)"

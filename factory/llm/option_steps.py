@@ -13,7 +13,12 @@ so the others find it cached).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from factory.llm.types import ScoreRequest, ScoreResult
 
 # vLLM's per-request cap on `logprob_token_ids` (vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS)
 MAX_CANDIDATES = 128
@@ -59,3 +64,35 @@ def option_scores(options: list[list[int]], steps: list[Step], logprobs: list[di
             raise ValueError(f"the engine returned no log-prob for token(s) {missing[:5]} it was asked to score")
         table.setdefault(step.prefix, {}).update(answer)
     return [float(sum(table[tuple(o[:j])][t] for j, t in enumerate(o))) for o in options]
+
+
+def chat_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """The prompt's token ids with the assistant turn opened (the chat template's generation prompt)."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def score(
+    requests: list[ScoreRequest], tokenizer: Any, run: Callable[[list[Step]], list[dict[int, float]]]
+) -> list[ScoreResult]:
+    """Score requests through an engine's next-token steps: `run(steps)` answers each step with candidate ->
+    log-prob, in the steps' order; it is called once per wave."""
+    started = time.perf_counter()
+    options = [[tokenizer.encode(o, add_special_tokens=False) for o in r.options] for r in requests]
+    steps = [s for i, r in enumerate(requests) for s in plan(i, chat_ids(tokenizer, r.message_dicts()), options[i])]
+    answers: list[dict[int, float]] = [{} for _ in steps]
+    for wave in waves(steps):
+        for i, answer in zip(wave, run([steps[i] for i in wave])):
+            answers[i] = answer
+    seconds = (time.perf_counter() - started) / max(len(requests), 1)
+    mine: dict[int, list[int]] = {}
+    for j, step in enumerate(steps):
+        mine.setdefault(step.request, []).append(j)
+    results = []
+    for i, opts in enumerate(options):
+        own = mine.get(i, [])
+        scores = option_scores(opts, [steps[j] for j in own], [answers[j] for j in own])
+        results.append(ScoreResult(scores, [len(o) for o in opts], seconds))
+    return results

@@ -20,6 +20,7 @@ import torch
 
 from factory.llm import decode
 from factory.llm.decode import Decoder
+from factory.llm.option_steps import chat_ids
 from factory.llm.types import (
     Constraint,
     Follow,
@@ -89,10 +90,7 @@ class TransformersBackend:
 
     # --- prompts -------------------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_ids(self.tokenizer, messages)
 
     # --- constraints ---------------------------------------------------------------------------------------
     def _compiler(self):

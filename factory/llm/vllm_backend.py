@@ -121,29 +121,10 @@ class VLLMBackend:
         seconds = (time.perf_counter() - started) / max(len(requests), 1)
         return [result_from(o, seconds) for o in outputs]
 
-    def prompt_ids(self, request: ScoreRequest) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(request.message_dicts(), add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return list(ids)
-
     def score_choices(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        started = time.perf_counter()
-        options = [[self.tokenizer.encode(o, add_special_tokens=False) for o in r.options] for r in requests]
-        steps = [s for i, r in enumerate(requests) for s in option_steps.plan(i, self.prompt_ids(r), options[i])]
-        answers: list[dict[int, float]] = [{} for _ in steps]
-        for wave in option_steps.waves(steps):
-            prompts = [{"prompt_token_ids": list(steps[i].tokens)} for i in wave]
-            params = [self._params(step_kwargs(steps[i])) for i in wave]
-            for i, output in zip(wave, self.engine.generate(prompts, params, use_tqdm=False)):
-                answers[i] = step_logprobs(output)
-        seconds = (time.perf_counter() - started) / max(len(requests), 1)
-        mine: dict[int, list[int]] = {}
-        for j, step in enumerate(steps):
-            mine.setdefault(step.request, []).append(j)
-        results = []
-        for i, opts in enumerate(options):
-            own = mine.get(i, [])
-            scores = option_steps.option_scores(opts, [steps[j] for j in own], [answers[j] for j in own])
-            results.append(ScoreResult(scores, [len(o) for o in opts], seconds))
-        return results
+        return option_steps.score(requests, self.tokenizer, self._steps)
+
+    def _steps(self, steps: list[option_steps.Step]) -> list[dict[int, float]]:
+        prompts = [{"prompt_token_ids": list(s.tokens)} for s in steps]
+        params = [self._params(step_kwargs(s)) for s in steps]
+        return [step_logprobs(o) for o in self.engine.generate(prompts, params, use_tqdm=False)]
