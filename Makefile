@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-ray test-vllm test-all lint bench clean
+.PHONY: venv cuda-torch demo test test-ray test-vllm test-all lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-demo: venv
+# on a CUDA machine (nvidia-smi answers) torch comes from the package index, whose Linux build is the CUDA one,
+# never from a local CPU wheel (find-links); the quickstart then runs the embedded model on the GPU in bfloat16
+CUDA_MACHINE := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+
+cuda-torch: venv
+	$(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is None)" || \
+		PIP_FIND_LINKS= $(BIN)/python -m pip install -q --force-reinstall --no-deps torch==2.13.0
+	PIP_FIND_LINKS= $(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0  # its CUDA runtime packages
+
+demo: venv $(if $(CUDA_MACHINE),cuda-torch)
 	$(BIN)/factory build recipes/quickstart.yaml
 
 test: venv

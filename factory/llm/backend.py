@@ -139,15 +139,6 @@ def release(config: Any) -> bool:
     return True
 
 
-def has_gpu() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
 def load(config: Any, cache_path: Path | None = None) -> CachedBackend:
     """A backend for a recipe's backend config, loaded once per process and wrapped with the request cache."""
     from factory.llm import models
@@ -157,7 +148,7 @@ def load(config: Any, cache_path: Path | None = None) -> CachedBackend:
         if config.type == "transformers":
             from factory.llm.transformers_backend import TransformersBackend
 
-            path, model_id = models.resolve(config.model, has_gpu())
+            path, model_id = models.resolve(config.model)
             _LOADED[key] = TransformersBackend(
                 path,
                 revision=config.revision,

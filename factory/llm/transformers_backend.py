@@ -32,6 +32,14 @@ from factory.llm.types import (
 )
 
 
+def weights_dtype(dtype: str, device: str) -> Any:
+    """The dtype weights load in: as named, or for `auto` bfloat16 on a GPU (half the memory and the tensor cores'
+    format) and the checkpoint's own dtype elsewhere (on CPU the embedded model is float32)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else "auto"
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
 class TransformersBackend:
     name = "transformers"
 
@@ -53,9 +61,7 @@ class TransformersBackend:
         self.model_id = model_id or model_path
         self.revision = revision
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-            dtype
-        ]
+        torch_dtype = weights_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=torch_dtype)
         self.model.to(self.device).eval()
