@@ -21,6 +21,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent), str(ROOT / "tes
 
 from dpo_step import factory_run  # noqa: E402
 from tables import print_table  # noqa: E402
+from test_train_dpo import recipe_text  # noqa: E402  (the training tests' recipe: fake pairs, train_dpo)
 
 LLAMA_31_8B = dict(  # meta-llama/Llama-3.1-8B-Instruct's config.json
     hidden_size=4096,
@@ -103,23 +104,10 @@ def scoring(backend, n: int) -> list[str]:
     return ["score_choices", f"{n} questions x 5 options", f"{seconds:.1f}", f"{n / seconds:.1f} questions/s"]
 
 
-DPO_RECIPE = """\
-name: gpu_check_dpo
-seed: 0
-stages:
-  pairs: {{uses: "fake_pairs:stage", n: 16, n_test: 4}}
-  adapter:
-    uses: train_dpo
-    inputs: [pairs]
-    model: "{model}"
-    gradient_checkpointing: false
-    dpo: {{beta: 0.1, max_steps: 1, per_device_train_batch_size: 4, learning_rate: 1.0e-4, max_length: 512}}
-"""
-
-
 def dpo_step(model: Path, tmp: Path) -> list[str]:
     recipe = tmp / "dpo.yaml"
-    recipe.write_text(DPO_RECIPE.format(model=model))
+    dpo = "dpo: {beta: 0.1, max_steps: 1, per_device_train_batch_size: 4, learning_rate: 1.0e-4, max_length: 512}"
+    recipe.write_text(recipe_text(str(model), dpo))
     run = factory_run(recipe, tmp / "runs", [])
     speed = f"{run['tokens'] / run['train']:.0f} tokens/s"
     return ["train_dpo (LoRA)", "1 step x 4 pairs", f"{run['train']:.1f}", speed]

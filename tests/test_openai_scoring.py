@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import factory_subprocess
+from http_stub import send_json
 
 from factory.errors import FactoryError
 from factory.llm.openai_backend import OpenAIBackend
@@ -43,11 +44,12 @@ class VLLMStub(BaseHTTPRequestHandler):
             VLLMStub.seen.append(body)
             position = len(VLLMStub.seen)
         if self.path.endswith("/completions") and "messages" not in body:
-            return self._send(self._completion(body))
+            return send_json(self, self._completion(body))
         if position > VLLMStub.answer_first:
             VLLMStub.gate.wait(60)
         question = body["messages"][-1]["content"]
-        self._send(
+        send_json(
+            self,
             {
                 "id": "chatcmpl-1",
                 "object": "chat.completion",
@@ -57,7 +59,7 @@ class VLLMStub(BaseHTTPRequestHandler):
                     {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": f"re {question}"}}
                 ],
                 "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
-            }
+            },
         )
         with VLLMStub.lock:
             VLLMStub.answered.append(question)
@@ -82,14 +84,6 @@ class VLLMStub(BaseHTTPRequestHandler):
             "choices": [{"index": 0, "text": "x", "logprobs": logprobs, "finish_reason": "length"}],
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1, "total_tokens": len(prompt) + 1},
         }
-
-    def _send(self, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def log_message(self, *args):
         pass
