@@ -6,6 +6,8 @@ takes no token-id prompt and no log-probs: tests/test_openai_backend.py checks i
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
 import signal
 import threading
@@ -178,3 +180,24 @@ def test_a_killed_build_repeats_no_finished_request(stub, tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     asked_again = [body["messages"][-1]["content"] for body in VLLMStub.seen]
     assert not first & set(asked_again) and len(asked_again) == 24 - 8
+
+
+@pytest.mark.live
+@pytest.mark.skipif(
+    not (os.environ.get("FACTORY_VLLM_URL") and os.environ.get("FACTORY_VLLM_MODEL")),
+    reason="set FACTORY_VLLM_URL (a `vllm serve` endpoint, .../v1) and FACTORY_VLLM_MODEL (its model id)",
+)
+def test_live_vllm_server_scores_options():
+    """Against a real `vllm serve`: the letter options' probabilities are proper and the order does not matter."""
+    url, model = os.environ["FACTORY_VLLM_URL"], os.environ["FACTORY_VLLM_MODEL"]
+    backend = OpenAIBackend(model, url, api_key_env="FACTORY_VLLM_KEY")
+    requests = [
+        ScoreRequest.chat([{"role": "user", "content": f"Is {n} even? Reply 'Answer: A' (yes) or 'Answer: B' (no)."}],
+                          ["Answer: A", "Answer: B"])
+        for n in (2, 7, 10)
+    ]
+    first = backend.score_choices(requests)
+    assert all(len(r.logprobs) == 2 and all(v < 0 for v in r.logprobs) for r in first)
+    assert sum(math.exp(v) for v in first[0].logprobs) <= 1.0 + 1e-6
+    again = backend.score_choices(requests[::-1])[::-1]
+    assert [r.logprobs for r in again] == pytest.approx([r.logprobs for r in first], abs=1e-3)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import random
 from unittest import mock
 
 import pytest
+import torch
 
 from factory.llm import vllm_backend
 from factory.llm.backend import CachedBackend
@@ -210,3 +212,23 @@ def test_answers_reach_the_cache_chunk_by_chunk(engine, tmp_path):
     rerun = CachedBackend(backend, RequestCache(tmp_path / "c.sqlite"))
     rerun.generate(requests)
     assert rerun.calls == 2 and engine.calls[-1] == 2
+
+
+# --- on a GPU: the real engine ---------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the vLLM engine needs a CUDA GPU")
+def test_real_engine_generates_scores_in_any_order_and_is_released():
+    """The embedded SmolLM2-135M on vLLM: every request kind, order-free scores, and the engine gone after release."""
+    from factory.llm import backend
+    from factory.llm.models import embedded_model_path
+
+    config = VLLMConfig(model=str(embedded_model_path()), max_model_len=2048, gpu_memory_utilization=0.3)
+    client = backend.load(config)
+    results = client.generate(list(REQUEST_KINDS.values()))
+    assert results[2].text in ("A", "B", "C") and isinstance(json.loads(results[1].text)["age"], int)
+    options = ["Answer: A", "Answer: B"]
+    requests = [ScoreRequest.chat([{"role": "user", "content": f"Is {n} even?"}], options) for n in range(6)]
+    first = client.score_choices(requests)
+    again = client.score_choices(requests[::-1])[::-1]
+    assert [r.logprobs for r in again] == pytest.approx([r.logprobs for r in first], abs=1e-3)
+    assert backend.release(config) and config.model_dump_json() not in backend._LOADED
