@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-ray test-all lint bench clean
+.PHONY: venv cuda-torch demo test test-ray test-vllm test-all lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-demo: venv
+# on a CUDA machine (nvidia-smi answers) torch comes from the package index, whose Linux build is the CUDA one,
+# never from a local CPU wheel (find-links); the quickstart then runs the embedded model on the GPU in bfloat16
+CUDA_MACHINE := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+
+cuda-torch: venv
+	$(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is None)" || \
+		PIP_FIND_LINKS= $(BIN)/python -m pip install -q --force-reinstall --no-deps torch==2.13.0
+	PIP_FIND_LINKS= $(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0  # its CUDA runtime packages
+
+demo: venv $(if $(CUDA_MACHINE),cuda-torch)
 	$(BIN)/factory build recipes/quickstart.yaml
 
 test: venv
@@ -27,6 +36,19 @@ test: venv
 # the Ray executor's slower tests on a two-node local cluster (kills, replicas, byte equality); CI runs them too
 test-ray: venv
 	$(BIN)/python -m pytest -q -m ray tests/test_ray.py
+
+# the vllm backend against the real vllm package on a machine without CUDA: vllm itself without its dependencies
+# (they pin CUDA-only packages), then what importing its request/response classes needs (requirements-vllm-api.txt)
+VLLM_VERSION := 0.32.0
+VLLM_STAMP := $(VENV)/.vllm-$(VLLM_VERSION)
+
+$(VLLM_STAMP): $(STAMP) requirements-vllm-api.txt
+	$(BIN)/python -m pip install -q --no-deps vllm==$(VLLM_VERSION)
+	$(BIN)/python -m pip install -q -c constraints.txt -r requirements-vllm-api.txt
+	touch $(VLLM_STAMP)
+
+test-vllm: venv $(VLLM_STAMP)
+	$(BIN)/python -m pytest -q -m vllm_api tests/test_vllm_api.py
 
 test-all: venv
 	$(BIN)/python -m pytest -q -m ''

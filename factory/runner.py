@@ -198,7 +198,10 @@ class Runner:
                     self.executor.progress = bars  # pool activity under the stage bars
                 if width > 1 and len(visit) > 1:
                     return self._build_concurrently(visit, forced, bars, width)
-                return [self._build_stage(stage, stage in forced, bars) for stage in visit]
+                return [
+                    self._build_then_release(stage, stage in forced, bars, visit[i + 1 :])
+                    for i, stage in enumerate(visit)
+                ]
         finally:
             if self._owns_executor and hasattr(self.executor, "close"):
                 self.executor.close()
@@ -225,7 +228,7 @@ class Runner:
             if not referenced_backends(self.recipe.stages[stage].options):
                 return self._build_stage(stage, stage in forced, bars)
             with llm_lock:
-                return self._build_stage(stage, stage in forced, bars)
+                return self._build_then_release(stage, stage in forced, bars, [s for s in visit if s not in done])
 
         with ThreadPoolExecutor(max_workers=width, thread_name_prefix="stage") as threads:
             running: dict[Any, str] = {}
@@ -245,6 +248,19 @@ class Runner:
         if errors:
             raise errors[min(errors, key=visit.index)]
         return [done[s] for s in visit]
+
+    def _build_then_release(self, stage: str, forced: bool, bars: Any, later: list[str]) -> StageSummary:
+        """Build a stage, then unload the engines of its backends that no stage in `later` uses: GPU memory goes
+        to the next model or to training instead of an engine that will not be asked again (`llm.backend`)."""
+        from factory.fingerprint import referenced_backends
+        from factory.llm.backend import release
+
+        try:
+            return self._build_stage(stage, forced, bars)
+        finally:
+            needed = {b for s in later if s != stage for b in referenced_backends(self.recipe.stages[s].options)}
+            for name in set(referenced_backends(self.recipe.stages[stage].options)) - needed:
+                release(self.recipe.backends[name])
 
     def _build_stage(self, stage: str, forced: bool, bars: Any) -> StageSummary:
         from filelock import FileLock, Timeout

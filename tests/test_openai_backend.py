@@ -68,6 +68,17 @@ def test_generate_against_transformers_serve(server, monkeypatch):
         assert KEY not in json.dumps(r.to_json())
 
 
+def test_transformers_serve_cannot_score_and_says_so_in_one_line(server):
+    """`transformers serve` takes no token-id prompt and ignores `logprobs` on /v1/completions."""
+    from factory.llm.types import ScoreRequest
+
+    url, model = server
+    backend = OpenAIBackend(model, url, api_key_env=None, max_retries=0, tokenizer=model)
+    with pytest.raises(FactoryError, match=r"cannot score options: HTTP 4\d\d .*need a vLLM server") as err:
+        backend.score_choices([ScoreRequest.chat([{"role": "user", "content": "x"}], ["A", "B"])])
+    assert "\n" not in str(err.value)
+
+
 def test_payload_translation():
     req = GenerationRequest.chat(
         [{"role": "user", "content": "x"}], Sampling(0.5, 0.9, 20, ("\n",), 7), Constraint.schema({"type": "object"})

@@ -1,18 +1,15 @@
-"""The vllm backend's translation to and from vLLM's API (the engine needs a GPU; a stand-in module records
-what the backend would hand vLLM and answers in vLLM's output shapes)."""
+"""The vllm backend's translation that needs no vLLM install: sampling and engine arguments, and the scoring steps
+(`factory.llm.option_steps`). The same translation against the real vllm package: tests/test_vllm_api.py."""
 
 from __future__ import annotations
 
-import json
 import sys
-import types
-from types import SimpleNamespace
 
 import pytest
 
-from factory.llm import vllm_backend
+from factory.llm import option_steps, vllm_backend
 from factory.llm.config import VLLMConfig
-from factory.llm.types import Constraint, GenerationRequest, Sampling, ScoreRequest
+from factory.llm.types import Constraint, GenerationRequest, Sampling
 
 
 def test_sampling_and_engine_kwargs():
@@ -48,93 +45,26 @@ def test_sampling_and_engine_kwargs():
     }
 
 
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    calls: dict = {}
-
-    class SamplingParams:
-        def __init__(self, **kw):
-            self.kw = kw
-
-    class StructuredOutputsParams:
-        def __init__(self, **kw):
-            self.kw = kw
-
-    class Tokenizer:
-        def apply_chat_template(self, messages, add_generation_prompt, tokenize):
-            return [1, 2, 3]
-
-        def encode(self, text, add_special_tokens=False):
-            return [10 + len(text), 20]
-
-    class LLM:
-        def __init__(self, **kw):
-            calls["engine"] = kw
-
-        def get_tokenizer(self):
-            return Tokenizer()
-
-        def chat(self, messages, params, use_tqdm):
-            calls["chat"] = (messages, params)
-            return [
-                SimpleNamespace(
-                    prompt_token_ids=[1, 2, 3],
-                    outputs=[
-                        SimpleNamespace(
-                            text=json.dumps({"i": i}),
-                            finish_reason="length" if i == 1 else "stop",
-                            token_ids=[7] * (i + 1),
-                        )
-                    ],
-                )
-                for i in range(len(messages))
-            ]
-
-        def generate(self, prompts, params, use_tqdm):
-            calls["generate"] = (prompts, params)
-            lp = lambda v: SimpleNamespace(logprob=v)  # noqa: E731
-            return [
-                SimpleNamespace(
-                    prompt_logprobs=[
-                        None,
-                        {2: lp(-0.1)},
-                        {3: lp(-0.2)},
-                        {p["prompt_token_ids"][-2]: lp(-1.0 * (k + 1))},
-                        {20: lp(-0.5)},
-                    ]
-                )
-                for k, p in enumerate(prompts)
-            ]
-
-    module = types.ModuleType("vllm")
-    module.LLM, module.SamplingParams = LLM, SamplingParams
-    sp = types.ModuleType("vllm.sampling_params")
-    sp.StructuredOutputsParams = StructuredOutputsParams
-    monkeypatch.setitem(sys.modules, "vllm", module)
-    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sp)
-    return calls
+def test_option_steps_walk_the_options_token_trie():
+    prompt = [1, 2]
+    options = [[5, 6, 7], [5, 6, 8], [9]]  # two options share [5, 6], a third starts elsewhere
+    steps = option_steps.plan(3, prompt, options)
+    assert [(s.prefix, s.candidates) for s in steps] == [((), (5, 9)), ((5,), (6,)), ((5, 6), (7, 8))]
+    assert steps[2].tokens == (1, 2, 5, 6) and {s.request for s in steps} == {3}
+    assert option_steps.waves(steps) == [[0], [1, 2]]
+    answers = [{5: -1.0, 9: -2.0}, {6: -0.5}, {7: -0.25, 8: -3.0}]
+    assert option_steps.option_scores(options, steps, answers) == [-1.75, -4.5, -2.0]
 
 
-def test_generate_and_score_translate_both_ways(fake_vllm):
-    backend = vllm_backend.VLLMBackend(VLLMConfig(model="m"), "m")
-    assert fake_vllm["engine"]["enable_prefix_caching"] is True
-    reqs = [
-        GenerationRequest.chat(
-            [{"role": "user", "content": f"q{i}"}], Sampling(seed=i), Constraint.one_of(["A"]) if i == 0 else None
-        )
-        for i in range(2)
-    ]
-    out = backend.generate(reqs)
-    messages, params = fake_vllm["chat"]
-    assert messages[0] == [{"role": "user", "content": "q0"}]
-    assert params[0].kw["structured_outputs"].kw == {"choice": ["A"]} and "structured_outputs" not in params[1].kw
-    assert [o.finish_reason for o in out] == ["stop", "length"] and out[1].completion_tokens == 2
-    assert out[0].prompt_tokens == 3 and json.loads(out[1].text) == {"i": 1}
-
-    scores = backend.score_choices([ScoreRequest.chat([{"role": "user", "content": "pick"}], ["A", "BB"])])
-    prompts, params = fake_vllm["generate"]
-    assert prompts[0]["prompt_token_ids"] == [1, 2, 3, 11, 20] and params.kw == {"max_tokens": 1, "prompt_logprobs": 0}
-    assert scores[0].logprobs == pytest.approx([-1.5, -2.5]) and scores[0].token_counts == [2, 2]
+def test_option_steps_split_wide_candidate_sets_and_name_missing_answers():
+    options = [[t] for t in range(300)]
+    steps = option_steps.plan(0, [1], options)
+    assert [len(s.candidates) for s in steps] == [128, 128, 44]
+    answers = [{t: -float(t) for t in s.candidates} for s in steps]
+    assert option_steps.option_scores(options, steps, answers)[299] == -299.0
+    answers[1].pop(200)
+    with pytest.raises(ValueError, match=r"no log-prob for token\(s\) \[200\]"):
+        option_steps.option_scores(options, steps, answers)
 
 
 def test_missing_vllm_is_one_clear_line(monkeypatch):

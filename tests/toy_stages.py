@@ -113,3 +113,31 @@ join = SimpleNamespace(
     Options=JoinOptions,
     run=join_run,
 )
+
+
+# --- a stage that asks a backend, for the engine lifetime tests ---------------------------------------------------
+class AskOptions(StageOptions):
+    backend: BackendRef = Field(..., description="the backend asked")
+    n: int = Field(2, ge=1, description="questions")
+
+
+def ask_run(options: AskOptions, inputs, ctx):
+    from factory.llm.types import GenerationRequest, Sampling
+
+    requests = [
+        GenerationRequest.chat([{"role": "user", "content": f"q{i}"}], Sampling(max_tokens=4, seed=i))
+        for i in range(options.n)
+    ]
+    with ctx.llm(options.backend) as llm:
+        answers = llm.generate(requests)
+    return StageOutput([{"question": i, "answer": a.text} for i, a in enumerate(answers)])
+
+
+ask = SimpleNamespace(
+    __doc__="Toy stage: `n` short questions to one backend.",
+    VERSION=1,
+    INPUTS={"upstream": Needs(optional=True, many=True, description="ignored: orders the stages")},
+    OUTPUTS={"data": Columns({"question": "int64", "answer": "string"})},
+    Options=AskOptions,
+    run=ask_run,
+)

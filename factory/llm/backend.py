@@ -10,6 +10,8 @@ was sent.
 
 from __future__ import annotations
 
+import gc
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -119,13 +121,22 @@ class CachedBackend:
         return out
 
 
-def has_gpu() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
+def release(config: Any) -> bool:
+    """Unload the engine `load` holds for a backend config, and give its GPU memory back (the next model, or a
+    training stage, needs it): the engine's own `close` (vLLM's shutdown), a collection, CUDA's cached blocks.
+    False when none was loaded."""
+    engine = _LOADED.pop(config.model_dump_json(), None)
+    if engine is None:
         return False
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
+    del engine
+    gc.collect()
+    torch = sys.modules.get("torch")  # never imported just to free memory
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return True
 
 
 def load(config: Any, cache_path: Path | None = None) -> CachedBackend:
@@ -137,7 +148,7 @@ def load(config: Any, cache_path: Path | None = None) -> CachedBackend:
         if config.type == "transformers":
             from factory.llm.transformers_backend import TransformersBackend
 
-            path, model_id = models.resolve(config.model, has_gpu())
+            path, model_id = models.resolve(config.model)
             _LOADED[key] = TransformersBackend(
                 path,
                 revision=config.revision,
@@ -158,12 +169,13 @@ def load(config: Any, cache_path: Path | None = None) -> CachedBackend:
                 config.timeout_s,
                 config.max_retries,
                 config.revision,
+                config.tokenizer,
             )
         elif config.type == "vllm":
             try:
                 from factory.llm.vllm_backend import VLLMBackend
 
-                _LOADED[key] = VLLMBackend(config, config.model or models.DEFAULT_MODEL_ID)
+                _LOADED[key] = VLLMBackend.start(config, config.model or models.DEFAULT_MODEL_ID)
             except ImportError:
                 raise FactoryError(
                     "the vllm backend needs the `vllm` extra on a GPU machine: pip install 'persona-factory[vllm]'"

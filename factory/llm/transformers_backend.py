@@ -20,6 +20,7 @@ import torch
 
 from factory.llm import decode
 from factory.llm.decode import Decoder
+from factory.llm.option_steps import chat_ids
 from factory.llm.types import (
     Constraint,
     Follow,
@@ -29,6 +30,14 @@ from factory.llm.types import (
     ScoreResult,
     in_rounds,
 )
+
+
+def weights_dtype(dtype: str, device: str) -> Any:
+    """The dtype weights load in: as named, or for `auto` bfloat16 on a GPU (half the memory and the tensor cores'
+    format) and the checkpoint's own dtype elsewhere (on CPU the embedded model is float32)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else "auto"
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
 class TransformersBackend:
@@ -52,9 +61,7 @@ class TransformersBackend:
         self.model_id = model_id or model_path
         self.revision = revision
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-            dtype
-        ]
+        torch_dtype = weights_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=torch_dtype)
         self.model.to(self.device).eval()
@@ -71,6 +78,12 @@ class TransformersBackend:
         self.jump_forward = jump_forward  # feed the text a grammar forces in one pass (`decode.forced_tokens`)
         self._forced: dict[str, list[int]] = {}  # text a grammar forces -> its tokens
 
+    def close(self) -> None:
+        """Drop the weights and compiled grammars (`factory.llm.backend.release`); unusable afterwards."""
+        self.model = None
+        self._compiled.clear()
+        self._grammar = None
+
     def _eos_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
         gen = getattr(self.model, "generation_config", None)
@@ -83,10 +96,7 @@ class TransformersBackend:
 
     # --- prompts -------------------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_ids(self.tokenizer, messages)
 
     # --- constraints ---------------------------------------------------------------------------------------
     def _compiler(self):

@@ -179,13 +179,18 @@ def in_rounds(
     generate: Callable[[list[GenerationRequest]], list[GenerationResult]],
     requests: list[GenerationRequest],
     follow: Follow | None,
+    chunk: int | None = None,
 ) -> list[GenerationResult]:
-    """`follow` for a backend that runs whole batches: each round's follow-ups make the next round."""
+    """`follow` for a backend that runs whole batches: requests go to `generate` in order, `chunk` at a time (all
+    that wait, when None), and each result is followed as soon as its call returns, so the cache behind `follow`
+    holds it before the next call starts; follow-ups queue behind the requests already waiting."""
     results: list[GenerationResult] = []
     todo = list(requests)
-    while todo:
-        done = generate(todo)
-        offset = len(results)
-        results += done
-        todo = [more for j, r in enumerate(done) if follow is not None for more in follow(offset + j, r)]
+    while len(results) < len(todo):
+        start = len(results)
+        done = generate(todo[start : start + chunk] if chunk else todo[start:])
+        for j, result in enumerate(done):
+            results.append(result)
+            if follow is not None:
+                todo += follow(start + j, result)
     return results

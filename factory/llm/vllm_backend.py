@@ -1,10 +1,12 @@
 """The `vllm` backend (extra `vllm`, GPU): vLLM's offline `LLM` engine, prefix caching, structured outputs (the
-same xgrammar), a seed per request, tensor/data parallelism from the recipe.
+same xgrammar), a seed per request, tensor parallelism from the recipe (data parallelism is the Ray executor's
+replicas: vLLM's offline engine has none).
 
-Written against vLLM's documented API (`LLM.chat`, `LLM.generate`, `SamplingParams`, `StructuredOutputsParams`).
-The translation between our requests and vLLM's is pure functions, tested on CPU; the engine itself needs a GPU.
-`score_choices` sends prompt + option as one token sequence with `prompt_logprobs=0` and sums the option's
-prompt log-probs; prefix caching makes the shared prompt cheap.
+The translation between our requests and vLLM's is pure functions, checked against the installed vLLM package by
+`make test-vllm` (tests/test_vllm_api.py builds the real SamplingParams, StructuredOutputsParams and EngineArgs and
+parses real RequestOutputs); the engine itself needs a GPU. Requests go to the engine `chunk_size` at a time, and
+each chunk's answers reach the request cache when it returns. `score_choices` runs next-token steps with
+`logprob_token_ids` (`factory.llm.option_steps`), never prompt log-probs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import time
 from typing import Any
 
+from factory.llm import option_steps
 from factory.llm.types import Follow, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult, in_rounds
 
 
@@ -34,6 +37,12 @@ def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
     elif c is not None and c.choices is not None:
         out["structured_outputs"] = {"choice": list(c.choices)}
     return out
+
+
+def step_kwargs(step: option_steps.Step) -> dict[str, Any]:
+    """Keyword arguments of `vllm.SamplingParams` for one scoring step: one greedy token, and the log-probs (over
+    the whole vocabulary, before any sampling transform) of exactly the step's candidate tokens."""
+    return {"max_tokens": 1, "temperature": 0.0, "logprob_token_ids": list(step.candidates)}
 
 
 def engine_kwargs(config: Any, model: str) -> dict[str, Any]:
@@ -63,23 +72,34 @@ def result_from(output: Any, seconds: float) -> GenerationResult:
     )
 
 
-def option_logprob(prompt_logprobs: list, option_ids: list[int]) -> float:
-    """Sum of the log-probs of the last len(option_ids) prompt tokens (vLLM's `prompt_logprobs`, one dict per
-    position mapping token id -> Logprob)."""
-    tail = prompt_logprobs[-len(option_ids) :]
-    return float(sum(step[t].logprob for step, t in zip(tail, option_ids)))
+def step_logprobs(output: Any) -> dict[int, float]:
+    """token id -> log-prob at the first generated position of a `vllm.RequestOutput`."""
+    first = output.outputs[0].logprobs[0]
+    return {int(token): float(lp.logprob) for token, lp in first.items()}
 
 
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, config: Any, model: str):
+    def __init__(self, engine: Any, model_id: str, revision: str | None = None, chunk_size: int = 512):
+        self.engine = engine
+        self.model_id = model_id
+        self.revision = revision
+        self.chunk_size = chunk_size
+        self.tokenizer = engine.get_tokenizer()
+
+    @classmethod
+    def start(cls, config: Any, model: str) -> VLLMBackend:
         from vllm import LLM
 
-        self.model_id = model
-        self.revision = config.revision
-        self.engine = LLM(**engine_kwargs(config, model))
-        self.tokenizer = self.engine.get_tokenizer()
+        return cls(LLM(**engine_kwargs(config, model)), model, config.revision, config.chunk_size)
+
+    def close(self) -> None:
+        """Stop the engine (its worker processes and GPU memory); the backend is unusable afterwards."""
+        core = getattr(getattr(self.engine, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+        self.engine = None
 
     @staticmethod
     def _params(kwargs: dict[str, Any]):
@@ -92,9 +112,9 @@ class VLLMBackend:
         return SamplingParams(**kwargs)
 
     def generate(self, requests: list[GenerationRequest], follow: Follow | None = None) -> list[GenerationResult]:
-        return in_rounds(self._round, requests, follow)  # follow-ups (retries, next turns) in rounds
+        return in_rounds(self._chunk, requests, follow, self.chunk_size)
 
-    def _round(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def _chunk(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         started = time.perf_counter()
         params = [self._params(sampling_kwargs(r)) for r in requests]
         outputs = self.engine.chat([r.message_dicts() for r in requests], params, use_tqdm=False)
@@ -102,22 +122,9 @@ class VLLMBackend:
         return [result_from(o, seconds) for o in outputs]
 
     def score_choices(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
-        from vllm import SamplingParams
+        return option_steps.score(requests, self.tokenizer, self._steps)
 
-        prompts, spans = [], []
-        for r in requests:
-            prompt = self.tokenizer.apply_chat_template(r.message_dicts(), add_generation_prompt=True, tokenize=True)
-            for option in r.options:
-                ids = self.tokenizer.encode(option, add_special_tokens=False)
-                prompts.append({"prompt_token_ids": list(prompt) + ids})
-                spans.append(ids)
-        started = time.perf_counter()
-        outputs = self.engine.generate(prompts, SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
-        seconds = (time.perf_counter() - started) / max(len(requests), 1)
-        results, k = [], 0
-        for r in requests:
-            n = len(r.options)
-            scores = [option_logprob(outputs[k + i].prompt_logprobs, spans[k + i]) for i in range(n)]
-            results.append(ScoreResult(scores, [len(spans[k + i]) for i in range(n)], seconds))
-            k += n
-        return results
+    def _steps(self, steps: list[option_steps.Step]) -> list[dict[int, float]]:
+        prompts = [{"prompt_token_ids": list(s.tokens)} for s in steps]
+        params = [self._params(step_kwargs(s)) for s in steps]
+        return [step_logprobs(o) for o in self.engine.generate(prompts, params, use_tqdm=False)]

@@ -109,7 +109,7 @@ def load_base(options: Any, device: str, precision: str, where: str) -> tuple[An
     from factory.llm.models import resolve
 
     hf_logging.disable_progress_bar()
-    path, model_id = resolve(options.model, device == "cuda")
+    path, model_id = resolve(options.model)
     dtype = getattr(torch, precision)
     kwargs: dict[str, Any] = {"revision": options.revision, "dtype": dtype}
     if options.load_in:
