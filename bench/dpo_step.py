@@ -29,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent), str(ROOT / "tes
 from tables import print_table  # noqa: E402
 
 from factory.options import StageOptions  # noqa: E402  (needs the sys.path line above)
+from factory.stage import Columns  # noqa: E402
 
 SYSTEM = "You are simulating a personality-rich human response. Respond thoughtfully to the following question."
 TOPICS = ["money", "criticism", "risk", "trust", "conflict", "empathy", "meaning", "support"]
@@ -58,7 +59,12 @@ def _pairs_run(options, inputs, ctx):
 
 
 pairs = SimpleNamespace(
-    __doc__="Synthetic pairs for benchmarks.", VERSION=1, INPUTS=(0, 0), Options=PairOptions, run=_pairs_run
+    __doc__="Synthetic pairs for benchmarks.",
+    VERSION=1,
+    INPUTS={},  # a source stage
+    OUTPUTS={"data": Columns({"prompt": "any", "chosen": "any", "rejected": "any", "split": "string"})},
+    Options=PairOptions,
+    run=_pairs_run,
 )
 
 
