@@ -14,6 +14,7 @@ from typing import Any
 
 from factory.census import bigfive, vocab
 from factory.census.persons import CITIZENSHIP, NATIVITY
+from factory.questions.sets import COLUMNS as QUESTION_COLUMNS
 from factory.questions.sets import KINDS
 
 
@@ -93,19 +94,7 @@ def _kind(columns: dict[str, Any], rows: Any) -> list[str]:
 
 def questions() -> Role:
     """The `questions` stage's table (`factory.questions.sets.features`); `kind` is 'choice' with options."""
-    columns = {
-        "question_id": "string",
-        "source": "string",
-        "source_id": "string",
-        "topic": "string",
-        "text": "string",
-        "kind": "string",
-        "options": "list<string>",
-        "ordinal": "list<float32>",
-        "refusal_index": "int32",
-        "human_distribution": "list<float64>",
-        "human_n": "int64",
-    }
+    columns = {k: v for k, v in QUESTION_COLUMNS.items() if k != "human_groups"}
     return Role(
         "questions",
         columns,

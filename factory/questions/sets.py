@@ -47,6 +47,22 @@ KINDS = ("choice", "open")
 REFUSED = "Refused"
 
 
+COLUMNS = {  # the questions table as `features()` builds it, in a stage contract's terms
+    "question_id": "string",
+    "source": "string",
+    "source_id": "string",
+    "topic": "string",
+    "text": "string",
+    "kind": "string",
+    "options": "list<string>",
+    "ordinal": "list<float32>",
+    "refusal_index": "int32",
+    "human_distribution": "list<float64>",
+    "human_n": "int64",
+    "human_groups": "any",  # list of {attribute, group, counts: list[float64]} (Columns has no struct type)
+}
+
+
 def features():
     from datasets import Features, List, Value
 

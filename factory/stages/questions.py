@@ -67,25 +67,11 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from factory.errors import DataError, did_you_mean
 from factory.options import BackendRef, DataFile, OptionBlock, StageOptions
 from factory.questions.generate import SOURCE, TOPIC_GROUP, generate, slugify
-from factory.questions.sets import SETS, deduplicate, features, load_file, load_set
+from factory.questions.sets import COLUMNS, SETS, deduplicate, features, load_file, load_set
 from factory.stage import Columns, StageContext, StageOutput
 
 VERSION = 1
 INPUTS: dict = {}  # a source stage: shipped sets, user files or a model
-COLUMNS = {  # as factory.questions.sets.features() builds them
-    "question_id": "string",
-    "source": "string",
-    "source_id": "string",
-    "topic": "string",
-    "text": "string",
-    "kind": "string",
-    "options": "list<string>",
-    "ordinal": "list<float32>",
-    "refusal_index": "int32",
-    "human_distribution": "list<float64>",
-    "human_n": "int64",
-    "human_groups": "any",  # list of {attribute, group, counts: list[float64]} (Columns has no struct type)
-}
 PROMPTS = ["questions/system.jinja", "questions/generate.jinja"]
 
 
